@@ -1,0 +1,28 @@
+"""florql: hindsight logging for PyTorch training.
+
+The training-script API (`log`, `arg`, `loop`, `checkpointing`) and the query API (`connect`,
+`sql`). Importing florql does not import torch: the query path starts fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from florql.api import arg, checkpointing, log, loop
+
+__version__ = "0.1.0"
+__all__ = ["arg", "checkpointing", "connect", "log", "loop", "sql"]
+
+
+def connect(store: str | None = None) -> Any:
+    """Open a read-only SQL connection to a store (default `$FLORQL_STORE` or `./.florql`)."""
+    from florql.sql.connection import connect as _connect
+
+    return _connect(store)
+
+
+def sql(query: str) -> Any:
+    """Run `query` on the default connection; returns a lazy relation (`df()`, `fetchall()`...)."""
+    from florql.sql.connection import default_connection
+
+    return default_connection().sql(query)

@@ -1,0 +1,5 @@
+import sys
+
+from florql.cli import main
+
+sys.exit(main())

@@ -1,0 +1,106 @@
+"""The `florql` command line (also `python -m florql`).
+
+Each subcommand's parser is declared here, in one place, because flags are the public contract;
+the work is done by the layer that owns it (recording, SQL, replay). Errors are one sentence on
+stderr; exit codes: 0 success, 1 the store is damaged or a replay failed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from florql.errors import FlorqlError
+
+DEFAULT_STORE = ".florql"
+
+# subcommand -> "module:function" taking the parsed namespace and returning an exit code.
+HANDLERS = {
+    "record": "florql.record_command:main",
+    "query": "florql.sql.commands:query_main",
+    "explain": "florql.sql.commands:explain_main",
+    "replay": "florql.replay.commands:replay_main",
+    "runs": "florql.record_command:runs_main",
+    "check": "florql.record_command:check_main",
+}
+
+
+def default_store() -> str:
+    """The store a command uses when `--store` is not given: `$FLORQL_STORE` or `./.florql`."""
+    return os.environ.get("FLORQL_STORE") or DEFAULT_STORE
+
+
+def _add_store(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default=None, help="store folder (default: $FLORQL_STORE or ./.florql)")
+
+
+def _add_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="florql", description="Hindsight logging for PyTorch training."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("record", help="run a training script under recording")
+    _add_store(p)
+    p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a florql.arg value (repeatable)")
+    p.add_argument("--overhead", type=float, default=None, metavar="FRACTION",
+                   help="checkpoint overhead budget as a fraction of wall time (default 0.02)")
+    p.add_argument("--resume", metavar="RUN", default=None, help="continue a crashed run")
+    p.add_argument("script", nargs="?", help="the training script")
+    p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script")
+
+    p = sub.add_parser("query", help="answer SQL over what was logged")
+    _add_store(p)
+    _add_format(p)
+    p.add_argument("--no-replay", action="store_true", help="never replay missing variables")
+    p.add_argument("--workers", type=int, default=None, help="replay worker processes")
+    p.add_argument("sql")
+
+    p = sub.add_parser("explain", help="show what a query would read and replay")
+    _add_store(p)
+    p.add_argument("sql")
+
+    p = sub.add_parser("replay", help="replay new log statements explicitly")
+    _add_store(p)
+    p.add_argument("--run", action="append", default=[], metavar="ID", help="only this run")
+    p.add_argument("--where", default=None, metavar="PRED", help="SQL predicate on loop columns")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--name", action="append", default=[], help="only these new variables")
+    p.add_argument("script", nargs="?", help="current version of the script (default: recorded path)")
+
+    p = sub.add_parser("runs", help="list runs with their status")
+    _add_store(p)
+    _add_format(p)
+
+    p = sub.add_parser("check", help="verify every record and page of the store")
+    _add_store(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "store", "unset") is None:
+        args.store = default_store()
+    module_name, func_name = HANDLERS[args.command].split(":")
+    try:
+        handler = getattr(importlib.import_module(module_name), func_name)
+        return int(handler(args) or 0)
+    except FlorqlError as e:
+        print(f"florql: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("florql: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""florql's exception tree, re-exported from the storage layer where it is defined.
+
+>>> from florql.errors import FlorqlError, QueryError
+>>> issubclass(QueryError, FlorqlError)
+True
+"""
+
+from florql_storage.errors import (
+    BadInputError,
+    CorruptionError,
+    FlorqlError,
+    QueryError,
+    RecordError,
+    ReplayError,
+    StoreError,
+)
+
+__all__ = [
+    "BadInputError",
+    "CorruptionError",
+    "FlorqlError",
+    "QueryError",
+    "RecordError",
+    "ReplayError",
+    "StoreError",
+]

@@ -1,0 +1,71 @@
+"""The one exception tree of florql.
+
+It lives in the storage package because the lower layer raises from it and must not import the
+upper one; `florql.errors` re-exports every class, so users write `florql.errors.QueryError`.
+
+Every message names the problem and what to do about it. `exit_code` is what the CLI returns:
+1 when the store is damaged or a replay failed, 2 for bad input.
+
+>>> issubclass(CorruptionError, FlorqlError), CorruptionError.exit_code, BadInputError.exit_code
+(True, 1, 2)
+"""
+
+from __future__ import annotations
+
+
+class FlorqlError(Exception):
+    """Base of every error florql raises on purpose."""
+
+    exit_code = 1
+
+
+class BadInputError(FlorqlError):
+    """The caller asked for something invalid (a path, a flag, a value); nothing was changed."""
+
+    exit_code = 2
+
+
+class StoreError(FlorqlError):
+    """The store cannot be used as asked (wrong kind of path, newer format, locked, unwritable)."""
+
+    exit_code = 2
+
+
+class CorruptionError(StoreError):
+    """Bytes on disk fail their checksum or framing somewhere other than the log's torn tail.
+
+    Attributes name the location so a user can inspect it: `segment`, `offset`, `lsn`.
+    """
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        segment: str | None = None,
+        offset: int | None = None,
+        lsn: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.segment = segment
+        self.offset = offset
+        self.lsn = lsn
+
+
+class RecordError(FlorqlError):
+    """Recording a training script failed for a reason in florql's control (bad API use)."""
+
+    exit_code = 2
+
+
+class QueryError(FlorqlError):
+    """A query is malformed, forbidden, or names something that does not exist."""
+
+    exit_code = 2
+
+
+class ReplayError(FlorqlError):
+    """A hindsight replay could not be planned or did not complete."""
+
+    exit_code = 1
