@@ -1,0 +1,529 @@
+"""Splicing a script's new `florql.log` statements into the code a run recorded.
+
+The recorded code is what replays, because it produced the checkpoints; the current code only
+donates its new log statements. A new statement is one that logs a literal name no log call in
+the recorded sources logs. Supported shapes:
+
+1. `florql.log("name", expr)` as a statement (the primary case);
+2. `x = florql.log("name", expr)` where the recorded code neither binds nor reads `x`;
+3. `if cond:` blocks holding only statements of shapes 1-3;
+4. a statement of the recorded code with a `florql.log("name", e)` wrapped around one of its
+   expressions (`loss = florql.log("loss2", crit(y, t))`): since `log` returns its value, the
+   wrapped statement replaces its recorded twin and computes the same thing.
+
+Placement: the enclosing blocks (functions by name, `florql.loop`s by loop name, other
+compound statements by their header) are matched between the two trees; inside the innermost
+block the statements other than new ones are aligned with `difflib` and the new statement goes
+between the counterparts of its nearest unchanged neighbours. When its neighbours changed so
+that two positions are possible, or its block has no recorded counterpart, or it reads a name
+the recorded code does not define in that scope, `ReplayError` names its line. Every other
+difference is listed in `Splice.other_edits` and not replayed.
+
+The spliced text keeps the recorded text byte for byte outside the inserted lines (so line
+numbers in replay tracebacks match the recorded file); the result is re-parsed and compared
+with the intended tree, falling back to `ast.unparse` when a one-line block defeats the text
+edit.
+
+>>> rec = 'import florql\\nfor e in florql.loop("epoch", range(2)):\\n    w = e * 2\\n    florql.log("loss", w)\\n'
+>>> cur = rec.replace('w = e * 2\\n', 'w = e * 2\\n    florql.log("w2", w * w)\\n')
+>>> s = splice({"train.py": rec}, {"train.py": cur})
+>>> print(s.sources["train.py"], end="")
+import florql
+for e in florql.loop("epoch", range(2)):
+    w = e * 2
+    florql.log("w2", w * w)
+    florql.log("loss", w)
+>>> s.statements[0].names, s.statements[0].loops, s.statements[0].recorded_line
+(('w2',), ('epoch',), 4)
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import difflib
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from florql.errors import ReplayError
+from florql.replay.syntax import (
+    BUILTIN_NAMES,
+    Aliases,
+    bound_names,
+    child_bodies,
+    contains_new_log,
+    free_names,
+    header_key,
+    is_compound,
+    logged_name,
+    logged_names,
+    loop_name,
+    own_parts,
+    unwrapped_dump,
+)
+
+_AMBIGUOUS = -1
+
+
+@dataclass(frozen=True)
+class NewStatement:
+    """One spliced statement.
+
+    `loops` are the `florql.loop` names around it, outermost first ("" for a loop that is not a
+    florql loop), following calls of the function it sits in when those all come from one loop
+    context; None when that cannot be known statically (the planner then re-executes).
+    """
+
+    names: tuple[str, ...]
+    file: str
+    line: int
+    recorded_line: int | None
+    loops: tuple[str, ...] | None
+    function: str | None
+    text: str
+
+
+@dataclass
+class Splice:
+    """The recorded sources with new statements spliced in, and what else changed."""
+
+    sources: dict[str, str]
+    statements: list[NewStatement] = field(default_factory=list)
+    other_edits: list[str] = field(default_factory=list)
+    code_hash: str = ""
+
+    @property
+    def names(self) -> set[str]:
+        return {n for s in self.statements for n in s.names}
+
+
+@dataclass
+class _Ctx:
+    loops: tuple[str, ...]
+    function: str | None
+    scopes: tuple[ast.AST, ...]  # recorded module and enclosing function defs
+
+
+def new_names(recorded: Mapping[str, str], current: Mapping[str, str | None]) -> set[str]:
+    """Names logged by literal in `current` and nowhere in `recorded`.
+
+    >>> sorted(new_names({"a.py": 'florql.log("x", 1)'}, {"a.py": 'florql.log("x", 1)\\nflorql.log("y", 2)'}))
+    ['y']
+    """
+    old = set().union(*(logged_names(_parse(t, p)) for p, t in recorded.items()))
+    new = set().union(*(logged_names(_parse(t, p)) for p, t in current.items() if t is not None))
+    return new - old
+
+
+def splice(
+    recorded: Mapping[str, str],
+    current: Mapping[str, str | None],
+    want: set[str] | None = None,
+) -> Splice:
+    """Splice the new statements of `current` that log names in `want` (default: all new ones).
+
+    Args:
+        recorded: {relative path: text} as recorded with the run.
+        current: {relative path: text or None when the file is gone} for the same paths.
+        want: restrict to statements logging at least one of these names.
+    Raises:
+        ReplayError: a wanted statement cannot be placed, or reads a name the recorded code
+            does not define there; the message names file and line.
+    """
+    fresh = new_names(recorded, current)
+    targets = fresh if want is None else fresh & set(want)
+    out = Splice(sources=dict(recorded))
+    for path in sorted(recorded):
+        cur = current.get(path)
+        if cur is None:
+            out.other_edits.append(f"{path}: missing now; replaying the recorded version")
+            continue
+        if cur == recorded[path]:
+            continue
+        f = _FileSplice(path, recorded[path], cur, fresh, targets)
+        f.run()
+        out.sources[path] = f.text()
+        out.statements.extend(f.statements)
+        out.other_edits.extend(f.other_edits())
+    out.code_hash = code_hash(out.sources)
+    return out
+
+
+def code_hash(sources: Mapping[str, str]) -> str:
+    """A short content hash of a set of sources (order-independent)."""
+    h = hashlib.sha256()
+    for path in sorted(sources):
+        h.update(path.encode() + b"\0" + sources[path].encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _parse(text: str, path: str) -> ast.Module:
+    try:
+        return ast.parse(text, filename=path)
+    except SyntaxError as e:
+        raise ReplayError(
+            f"{path} line {e.lineno}: cannot parse ({e.msg}); fix the syntax error and retry"
+        ) from None
+
+
+class _FileSplice:
+    def __init__(self, path: str, rec: str, cur: str, fresh: set[str], targets: set[str]) -> None:
+        self.path = path
+        self.rec_text, self.cur_text = rec, cur
+        self.rec_tree, self.cur_tree = _parse(rec, path), _parse(cur, path)
+        self.aliases = Aliases.of(self.rec_tree).merged(Aliases.of(self.cur_tree))
+        self.fresh, self.targets = fresh, targets
+        self.inserts: list[tuple[list[ast.stmt], int, ast.stmt, _Ctx]] = []
+        self.replaces: list[tuple[ast.stmt, ast.stmt, _Ctx]] = []
+        self.statements: list[NewStatement] = []
+        self.handled_lines: set[int] = set()  # current lines that belong to spliced statements
+
+    # -- matching -------------------------------------------------------------------------
+    def run(self) -> None:
+        self._body(self.cur_tree.body, self.rec_tree.body, _Ctx((), None, (self.rec_tree,)))
+
+    def _sig(self, stmt: ast.stmt, current: bool) -> str:
+        if is_compound(stmt):
+            return header_key(stmt, self.aliases)
+        if current:
+            return unwrapped_dump(stmt, self.aliases, self.fresh)
+        return ast.dump(stmt)
+
+    def _is_unit(self, stmt: ast.stmt, rec_sigs: set[str]) -> bool:
+        if isinstance(stmt, ast.Expr):
+            return logged_name(stmt.value, self.aliases) in self.fresh
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+            return (
+                isinstance(stmt.targets[0], ast.Name)
+                and logged_name(stmt.value, self.aliases) in self.fresh
+                and self._sig(stmt, True) not in rec_sigs
+            )
+        if isinstance(stmt, ast.If) and not contains_new_log(stmt.test, self.aliases, self.fresh):
+            inner = stmt.body + stmt.orelse
+            return all(self._is_unit(s, set()) for s in inner) and contains_new_log(
+                stmt, self.aliases, self.fresh
+            )
+        return False
+
+    def _wanted(self, stmt: ast.stmt) -> bool:
+        return bool(self._names_in(stmt) & self.targets)
+
+    def _names_in(self, node: ast.AST) -> set[str]:
+        return {n for n in map(lambda x: logged_name(x, self.aliases), ast.walk(node)) if n} & (
+            self.fresh
+        )
+
+    def _body(self, cur_body: list[ast.stmt], rec_body: list[ast.stmt], ctx: _Ctx) -> None:
+        rec_sigs = [self._sig(s, False) for s in rec_body]
+        units = [s for s in cur_body if self._is_unit(s, set(rec_sigs))]
+        unit_ids = {id(s) for s in units}
+        rest = [s for s in cur_body if id(s) not in unit_ids]
+        cur_sigs = [self._sig(s, True) for s in rest]
+        ops = difflib.SequenceMatcher(None, cur_sigs, rec_sigs, autojunk=False).get_opcodes()
+        match = _matches(ops, rest, rec_body, self.aliases)
+        gap = 0
+        for s in cur_body:
+            if id(s) not in unit_ids:
+                gap += 1
+            elif self._wanted(s):
+                self._place(s, rec_body, _position(ops, gap), ctx)
+        for i, s in enumerate(rest):
+            if not contains_new_log(s, self.aliases, self.fresh) or not self._wanted(s):
+                continue
+            j = match.get(i)
+            if j is None:
+                raise self._error(
+                    s,
+                    "the block or statement around it has no counterpart in the recorded code; keep the surrounding code as recorded",
+                )
+            self._descend(s, rec_body[j], cur_sigs[i] == rec_sigs[j], ctx)
+
+    def _descend(self, cur: ast.stmt, rec: ast.stmt, same: bool, ctx: _Ctx) -> None:
+        if any(contains_new_log(p, self.aliases, self.fresh) for p in own_parts(cur)):
+            if is_compound(cur) or not same:
+                raise self._error(
+                    cur,
+                    "a log call inside this statement can only be spliced when the rest of the statement is unchanged",
+                )
+            self.replaces.append((rec, cur, ctx))
+            self._check_names(cur, ctx, wrapped=True)
+            return
+        inner = _inner_ctx(cur, rec, ctx, self.aliases)
+        rec_bodies = dict(child_bodies(rec))
+        for label, body in child_bodies(cur):
+            if label not in rec_bodies:
+                raise self._error(
+                    body[0], f"its block ({label}) does not exist in the recorded code"
+                )
+            self._body(body, rec_bodies[label], inner)
+
+    def _place(self, unit: ast.stmt, rec_body: list[ast.stmt], pos: int, ctx: _Ctx) -> None:
+        if pos == _AMBIGUOUS:
+            raise self._error(
+                unit,
+                "the statements next to it changed, so its place in the recorded code is ambiguous; put it next to a statement that is unchanged since the run was recorded",
+            )
+        self._check_names(unit, ctx, wrapped=False)
+        self.inserts.append((rec_body, pos, unit, ctx))
+
+    def _check_names(self, stmt: ast.stmt, ctx: _Ctx, wrapped: bool) -> None:
+        defined = set(BUILTIN_NAMES)
+        for scope in ctx.scopes:
+            defined |= bound_names(scope)
+        missing = sorted(free_names(stmt) - defined)
+        if missing:
+            raise self._error(
+                stmt,
+                f"it reads {', '.join(missing)}, which the recorded code does not define there; log only values the recorded code computes",
+            )
+        if not wrapped and isinstance(stmt, ast.Assign):
+            target = stmt.targets[0]
+            assert isinstance(target, ast.Name)
+            used = {n.id for sc in ctx.scopes[-1:] for n in ast.walk(sc) if isinstance(n, ast.Name)}
+            if target.id in used:
+                raise self._error(
+                    stmt,
+                    f"it assigns {target.id}, which the recorded code also uses, so splicing it would change what the run computed; log it as a plain statement",
+                )
+
+    def _error(self, stmt: ast.stmt, why: str) -> ReplayError:
+        src = (ast.get_source_segment(self.cur_text, stmt) or "").splitlines()[0:1]
+        shown = f" `{src[0].strip()}`" if src else ""
+        return ReplayError(f"{self.path} line {stmt.lineno}: cannot replay{shown}: {why}")
+
+    # -- output -------------------------------------------------------------------------
+    def text(self) -> str:
+        rec_lines = self.rec_text.splitlines(keepends=True)
+        if rec_lines and not rec_lines[-1].endswith("\n"):
+            rec_lines[-1] += "\n"
+        before: dict[int, list[tuple[ast.stmt, list[str]]]] = {}
+        replaced: dict[int, tuple[int, ast.stmt, list[str]]] = {}
+        for rec_body, pos, unit, _ in self.inserts:
+            anchor = rec_body[pos - 1] if pos > 0 else rec_body[0]
+            at = anchor.end_lineno if pos > 0 else _first_line(anchor) - 1
+            indent = rec_lines[anchor.lineno - 1][: anchor.col_offset]
+            before.setdefault(at or 0, []).append((unit, self._lines(unit, indent)))
+        for rec, cur, _ in self.replaces:
+            indent = rec_lines[rec.lineno - 1][: rec.col_offset]
+            replaced[rec.lineno - 1] = (rec.end_lineno or rec.lineno, cur, self._lines(cur, indent))
+        out: list[str] = []
+        placed: dict[int, int] = {}
+        i = 0
+        while i <= len(rec_lines):
+            for unit, lines in before.get(i, []):
+                placed[id(unit)] = len(out) + 1
+                out.extend(lines)
+            if i == len(rec_lines):
+                break
+            if i in replaced:
+                end, cur, lines = replaced[i]
+                placed[id(cur)] = len(out) + 1
+                out.extend(lines)
+                i = end
+            else:
+                out.append(rec_lines[i])
+                i += 1
+        text = "".join(out)
+        expected = self._intended_tree()
+        if _parses_to(text, expected):
+            self._record(placed)
+            return text
+        self._record({})
+        return ast.unparse(expected) + "\n"
+
+    def _lines(self, stmt: ast.stmt, indent: str) -> list[str]:
+        cur_lines = self.cur_text.splitlines()
+        first, last = _first_line(stmt), stmt.end_lineno or stmt.lineno
+        self.handled_lines.update(range(first, last + 1))
+        raw = cur_lines[first - 1 : last]
+        strip = stmt.col_offset
+        return [
+            indent + (ln[strip:] if ln[:strip].isspace() or not ln[:strip] else ln.lstrip()) + "\n"
+            for ln in raw
+        ]
+
+    def _intended_tree(self) -> ast.Module:
+        """The recorded tree with the splices applied at the node level (the text's oracle)."""
+        tree = copy.deepcopy(self.rec_tree)
+        twin = {
+            id(a): b for a, b in zip(_all_bodies(self.rec_tree), _all_bodies(tree), strict=True)
+        }
+        where = {id(s): (id(b), k) for b in _all_bodies(self.rec_tree) for k, s in enumerate(b)}
+        for rec, cur, _ in self.replaces:
+            body_id, k = where[id(rec)]
+            twin[body_id][k] = cur
+        grouped: dict[int, dict[int, list[ast.stmt]]] = {}
+        for rec_body, pos, unit, _ in self.inserts:
+            grouped.setdefault(id(rec_body), {}).setdefault(pos, []).append(unit)
+        for body_id, by_pos in grouped.items():
+            for pos in sorted(by_pos, reverse=True):
+                twin[body_id][pos:pos] = by_pos[pos]
+        return tree
+
+    def _record(self, placed: dict[int, int]) -> None:
+        for _, _, unit, ctx in self.inserts:
+            self.statements.append(self._statement(unit, ctx, placed.get(id(unit))))
+        for _, cur, ctx in self.replaces:
+            self.statements.append(self._statement(cur, ctx, placed.get(id(cur))))
+        self.statements.sort(key=lambda s: s.line)
+
+    def _statement(self, stmt: ast.stmt, ctx: _Ctx, line: int | None) -> NewStatement:
+        loops: tuple[str, ...] | None = ctx.loops
+        if ctx.function is not None:
+            outer = _call_site_loops(self.rec_tree, ctx.function, self.aliases, depth=0)
+            loops = None if outer is None else outer + ctx.loops
+        text = ast.get_source_segment(self.cur_text, stmt) or ast.unparse(stmt)
+        names = tuple(sorted(self._names_in(stmt)))
+        return NewStatement(names, self.path, stmt.lineno, line, loops, ctx.function, text)
+
+    def other_edits(self) -> list[str]:
+        rec = _code_lines(self.rec_text.splitlines(), set())
+        cur = _code_lines(self.cur_text.splitlines(), self.handled_lines)
+        ops = difflib.SequenceMatcher(
+            None, [t for _, t in cur], [t for _, t in rec], autojunk=False
+        )
+        edits = []
+        for tag, i1, i2, j1, j2 in ops.get_opcodes():
+            if tag == "equal":
+                continue
+            if tag in ("replace", "insert"):
+                for n, t in cur[i1:i2]:
+                    edits.append(
+                        f"{self.path} line {n}: changed or added `{_short(t)}` (not replayed)"
+                    )
+            if tag in ("replace", "delete"):
+                for n, t in rec[j1:j2]:
+                    edits.append(
+                        f"{self.path} recorded line {n}: `{_short(t)}` removed or changed (the recorded version replays)"
+                    )
+        return edits
+
+
+def _matches(
+    ops: list, rest: list[ast.stmt], rec_body: list[ast.stmt], aliases: Aliases
+) -> dict[int, int]:
+    """Current index -> recorded index for statements that correspond one to one.
+
+    Equal signatures correspond; inside a same-sized changed run, statements of the same kind
+    correspond by position (an edited `if` header keeps its body), except florql loops, which
+    are identified by their loop name only.
+    """
+    match = {}
+    for tag, i1, i2, j1, j2 in ops:
+        if tag == "equal" or (tag == "replace" and i2 - i1 == j2 - j1):
+            for k in range(i2 - i1):
+                cur, rec = rest[i1 + k], rec_body[j1 + k]
+                named = bool(loop_name(cur, aliases)) or bool(loop_name(rec, aliases))
+                if tag == "equal" or (type(cur) is type(rec) and not named):
+                    match[i1 + k] = j1 + k
+    return match
+
+
+def _position(ops: list, gap: int) -> int:
+    """Where gap `gap` of the current sequence falls in the recorded one, or _AMBIGUOUS.
+
+    >>> ops = difflib.SequenceMatcher(None, "ac", "abc").get_opcodes()
+    >>> _position(ops, 0), _position(ops, 1), _position(ops, 2)
+    (0, -1, 3)
+    """
+    if not ops:
+        return 0
+    found = set()
+    for tag, i1, i2, j1, j2 in ops:
+        if not i1 <= gap <= i2:
+            continue
+        if tag == "equal":
+            found.add(j1 + gap - i1)
+        elif tag == "insert":
+            found.add(j1)
+        elif tag == "delete":
+            found.update((j1, j2))
+        elif gap == i1:
+            found.add(j1)
+        elif gap == i2:
+            found.add(j2)
+        elif i2 - i1 == j2 - j1:
+            found.add(j1 + gap - i1)
+        else:
+            found.add(_AMBIGUOUS)
+    return found.pop() if len(found) == 1 else _AMBIGUOUS
+
+
+def _inner_ctx(cur: ast.stmt, rec: ast.stmt, ctx: _Ctx, aliases: Aliases) -> _Ctx:
+    name = loop_name(cur, aliases)
+    loops = ctx.loops + (name,) if name is not None else ctx.loops
+    if isinstance(rec, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return _Ctx((), rec.name, (*ctx.scopes, rec))
+    return _Ctx(loops, ctx.function, ctx.scopes)
+
+
+def _call_site_loops(
+    tree: ast.Module, function: str, aliases: Aliases, depth: int
+) -> tuple[str, ...] | None:
+    """The loop context of every call of `function` in `tree`, if they all agree."""
+    if depth > 4:
+        return None
+    found: set[tuple[str, ...] | None] = set()
+
+    def visit(body: list[ast.stmt], loops: tuple[str, ...], fn: str | None) -> None:
+        for stmt in body:
+            for part in own_parts(stmt) if is_compound(stmt) else [stmt]:
+                for n in ast.walk(part):
+                    if (
+                        isinstance(n, ast.Call)
+                        and isinstance(n.func, ast.Name)
+                        and n.func.id == function
+                    ):
+                        outer: tuple[str, ...] | None = ()
+                        if fn is not None:
+                            outer = _call_site_loops(tree, fn, aliases, depth + 1)
+                        found.add(None if outer is None else outer + loops)
+            if is_compound(stmt):
+                if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    for _, b in child_bodies(stmt):
+                        visit(b, (), stmt.name)
+                    continue
+                name = loop_name(stmt, aliases)
+                inner = loops + (name,) if name is not None else loops
+                for _, b in child_bodies(stmt):
+                    visit(b, inner, fn)
+
+    visit(tree.body, (), None)
+    if len(found) != 1:
+        return None
+    return found.pop()
+
+
+def _all_bodies(tree: ast.Module) -> list[list[ast.stmt]]:
+    """Every statement list in `tree`, in a deterministic order (equal for a deep copy)."""
+    out = [tree.body]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.stmt):
+            out.extend(b for _, b in child_bodies(node))
+    return out
+
+
+def _first_line(stmt: ast.stmt) -> int:
+    decos = getattr(stmt, "decorator_list", None) or []
+    return min([stmt.lineno, *(d.lineno for d in decos)])
+
+
+def _parses_to(text: str, expected: ast.Module) -> bool:
+    try:
+        return ast.dump(ast.parse(text)) == ast.dump(expected)
+    except SyntaxError:
+        return False
+
+
+def _code_lines(lines: list[str], skip: set[int]) -> list[tuple[int, str]]:
+    out = []
+    for n, line in enumerate(lines, start=1):
+        t = line.strip()
+        if t and not t.startswith("#") and n not in skip:
+            out.append((n, t))
+    return out
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
