@@ -1,0 +1,52 @@
+"""The training-script API: `log`, `arg`, `loop`, `checkpointing` (DESIGN.md §3).
+
+Each call goes to the current session (`florql.session`); the first call starts one when none
+is running (plain `python train.py` records too, into `$FLORQL_STORE` or `./.florql`). Importing
+this module imports neither torch nor the storage engine.
+
+With the environment variable `FLORQL_DISABLE=1` every call passes its value through and nothing
+is recorded (the baseline of the overhead benchmark).
+
+>>> import os; os.environ["FLORQL_DISABLE"] = "1"
+>>> log("x", 1.5), arg("lr", 0.1), list(loop("epoch", range(2)))
+(1.5, 0.1, [0, 1])
+>>> del os.environ["FLORQL_DISABLE"]; from florql import session; session.reset()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+from florql import session as _session
+
+T = TypeVar("T")
+
+
+def log(name: str, value: T) -> T:
+    """Record `value` under `name` in the current loop context and return it unchanged.
+
+    Raises TypeError (naming `name`) for values florql cannot store; see `florql.values`.
+    """
+    s = _session.CURRENT
+    if s is None:
+        s = _session.current()
+    return s.log(name, value)
+
+
+def arg(name: str, default: T) -> T:
+    """A run parameter: `default`, unless `florql record --arg name=VALUE` overrides it.
+
+    The override is cast to the type of `default` (bools from true/false/1/0).
+    """
+    return _session.current().arg(name, default)
+
+
+def loop(name: str, iterable: Iterable[T]) -> Iterator[T]:
+    """Yield the items of `iterable` unchanged, recording the loop context of what is logged."""
+    return _session.current().loop(name, iterable)
+
+
+def checkpointing(**objects: Any) -> None:
+    """Register objects (with state_dict()/load_state_dict(), or tensors) for checkpoints."""
+    _session.current().register(objects)

@@ -1,0 +1,223 @@
+"""When to checkpoint (the adaptive `Policy`) and how (`Checkpointer`: snapshot, then write).
+
+Policy: a checkpoint costs its foreground stall plus the part of its background write that
+competes with training (`contention`: all of it on a 2-core machine, less with more cores). The
+policy keeps the cumulative cost within `budget` x wall time since the outer loop started:
+every iteration when affordable, else every k-th, as the online measurements allow. The first
+opportunity is always taken (it is the measurement) and so is the outer loop's last iteration.
+
+>>> p = Policy(budget=0.02, contention=1.0)
+>>> p.should(0, False, now=0.0)              # the first one measures
+True
+>>> p.taken(stall=0.001, write=0.009, now=0.0)   # costs 10 ms
+>>> p.should(1, False, now=0.2)              # 2% of 0.2 s = 4 ms: too early
+False
+>>> p.should(2, False, now=1.0)              # 2% of 1 s = 20 ms: affordable
+True
+>>> p.should(3, True, now=1.01)              # the last iteration is always kept
+True
+
+Checkpointer: `offer()` runs in the training thread; when the policy agrees and a snapshot
+buffer is free it captures the state (`capture.Snapshot`: copies into kept buffers) and queues
+the write; a background thread first makes every record up to the checkpoint's seq durable,
+then calls `LogWriter.write_checkpoint`. Backpressure: at most `POOL` snapshots exist (one when
+two would exceed `FLORQL_CKPT_MEMORY` bytes, default 2 GiB); when none is free the checkpoint
+is skipped (the last one waits instead).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+import time
+from typing import Any
+
+from florql import capture
+
+POOL = 2
+DEFAULT_MEMORY = 2 << 30
+
+
+class Policy:
+    """Decides, per opportunity, whether a checkpoint fits in the overhead budget."""
+
+    def __init__(self, budget: float = 0.02, contention: float | None = None) -> None:
+        self.budget = budget
+        self.contention = _contention() if contention is None else contention
+        self.start: float | None = None
+        self.spent = 0.0
+        self.n = 0
+        self._stall = 0.0
+        self._write = 0.0
+        self._writes = 0
+
+    def should(self, iteration: int, is_last: bool, now: float | None = None) -> bool:
+        now = time.perf_counter() if now is None else now
+        if self.start is None:
+            self.start = now
+        if is_last or self.n == 0:
+            return True
+        return self.spent + self.estimate() <= self.budget * (now - self.start)
+
+    def estimate(self) -> float:
+        """Expected cost of the next checkpoint (moving averages of the measured parts)."""
+        return self._stall + self._write
+
+    def taken(self, stall: float, write: float | None = None, now: float | None = None) -> None:
+        """Account a checkpoint's foreground stall (and its write time, when already known)."""
+        if self.start is None:
+            self.start = time.perf_counter() if now is None else now
+        self.n += 1
+        self.spent += stall
+        self._stall = stall if self.n == 1 else 0.5 * (self._stall + stall)
+        if write is not None:
+            self.written(write)
+
+    def written(self, seconds: float) -> None:
+        """Account a finished background write (weighted by `contention`)."""
+        cost = self.contention * seconds
+        self.spent += cost
+        self._writes += 1
+        self._write = cost if self._writes == 1 else 0.5 * (self._write + cost)
+
+
+def _contention() -> float:
+    """Share of a background write that slows training: the writer takes a core from torch."""
+    return min(1.0, 2.0 / (os.cpu_count() or 2))
+
+
+class Checkpointer:
+    """Takes checkpoints of `session.objects` and writes them in a background thread."""
+
+    def __init__(self, session: Any, budget: float = 0.02) -> None:
+        self.session = session
+        self.policy = Policy(budget)
+        self.contention = self.policy.contention
+        self._free: queue.Queue = queue.Queue()
+        self._pool_size = 0
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.count = 0
+        self.skipped = 0
+        self.raw_bytes = 0
+        self.stored_bytes = 0
+        self.fg_seconds = 0.0
+        self.bg_seconds = 0.0
+        self.stalls: list[float] = []
+        self.infos: list[Any] = []
+
+    def iteration_started(self, now: float) -> None:
+        if self.policy.start is None:
+            self.policy.start = now
+
+    def offer(
+        self,
+        *,
+        seq: int,
+        ctx: tuple,
+        phase: str,
+        found_vars: dict[str, Any],
+        iteration: int,
+        is_last: bool,
+    ) -> bool:
+        """Maybe checkpoint now; True when a checkpoint was queued."""
+        if self._error is not None:
+            raise self._error
+        if not self.policy.should(iteration, is_last):
+            return False
+        snap = self._snapshot_buffer(wait=is_last)
+        if snap is None:
+            self.skipped += 1
+            return False
+        t0 = time.perf_counter()
+        skels, tensors = capture.state_skeletons(self.session.objects)
+        var_skel = _encode_vars(found_vars, tensors)
+        meta = {
+            "run_id": self.session.run_id,
+            "seq": seq,
+            "ctx": [list(c) for c in ctx],
+            "phase": phase,
+            "objects": skels,
+            "rng": capture.capture_rng(),
+            "vars": var_skel,
+        }
+        blobs = snap.take(tensors)
+        stall = time.perf_counter() - t0
+        self.fg_seconds += stall
+        self.stalls.append(stall)
+        self.policy.taken(stall)
+        self._maybe_shrink_pool(snap.nbytes)
+        self._ensure_thread()
+        self._jobs.put((meta, blobs, snap))
+        return True
+
+    def _snapshot_buffer(self, wait: bool) -> capture.Snapshot | None:
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            pass
+        if self._pool_size < POOL:
+            self._pool_size += 1
+            return capture.Snapshot()
+        if wait:
+            return self._free.get()
+        return None
+
+    def _maybe_shrink_pool(self, nbytes: int) -> None:
+        cap = int(os.environ.get("FLORQL_CKPT_MEMORY", DEFAULT_MEMORY))
+        if nbytes * POOL > cap:
+            self._pool_size = POOL  # never allocate a second buffer set
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._write_loop, name="florql-ckpt", daemon=True
+            )
+            self._thread.start()
+
+    def _write_loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            meta, blobs, snap = job
+            try:
+                t0 = time.perf_counter()
+                self.session.drain(flush=True)  # records up to meta.seq become durable first
+                info = self.session.writer.write_checkpoint(self.session.run_id, meta, blobs)
+                dt = time.perf_counter() - t0
+                self.bg_seconds += dt
+                self.policy.written(dt)
+                self.count += 1
+                self.raw_bytes += info.raw_bytes
+                self.stored_bytes += info.stored_bytes
+                self.infos.append(info)
+            except BaseException as e:  # surfaced in the training thread at the next offer
+                self._error = e
+                print(f"florql: warning: checkpoint write failed: {e}", file=sys.stderr)
+            finally:
+                self._free.put(snap)
+
+    def close(self) -> None:
+        """Wait until every queued checkpoint is written."""
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+            self._thread = None
+
+
+def _encode_vars(found: dict[str, Any], tensors: list) -> dict[str, Any]:
+    """Skeletons of the script variables that can be stored (others are left out)."""
+    from florql.errors import RecordError
+
+    out = {}
+    for name, value in found.items():
+        mark = len(tensors)
+        try:
+            out[name] = capture.encode(value, tensors, name)
+        except RecordError:
+            del tensors[mark:]
+    return out
