@@ -1,0 +1,302 @@
+"""What a query reads: the variables it names and the rows it can select (INTERFACES §4).
+
+`analyze(sql, catalog)` parses the query (sqlglot, dialect duckdb), refuses anything but a
+read-only query (`safety.py`), and returns an `Analysis`:
+
+- `names`: every logged variable the query references: columns of `logs` (qualified or not,
+  through CTEs and subqueries; `SELECT *` on `logs` names them all) and the names a
+  `WHERE name = '...'` / `name IN (...)` filter asks for on `records` (`names_in_records`);
+- `missing`: those no run logged (hindsight candidates);
+- `selection`: a `Selection` (see `selection.py`) of the runs and loop values the query can
+  select, from the WHERE and JOIN ON predicates on `run_id` and loop columns, after sqlglot
+  pushed predicates down through subqueries and CTEs where that is sound.
+
+How it resolves columns: every name that is not a column of any view is tentatively added to
+`logs` (a variable not logged yet), then sqlglot's `qualify` resolves every column to its
+source. A column that resolves to nothing is an error decided here, from the parsed query, not
+from DuckDB's error text.
+
+>>> from florql.sql.catalog import Catalog
+>>> cat = Catalog(names=frozenset({"loss", "acc"}), loops=("epoch", "step"), runs=("r1",))
+>>> a = analyze("SELECT epoch, avg(loss) FROM logs WHERE epoch > 5 GROUP BY epoch", cat)
+>>> sorted(a.names), sorted(a.missing), a.selection.describe()
+(['loss'], [], 'epoch > 5')
+>>> a = analyze("WITH x AS (SELECT * FROM logs) SELECT grad_norm FROM x WHERE run_id = 'r1'", cat)
+>>> sorted(a.names), sorted(a.missing), a.selection.admits("r2", {"epoch": 1})
+(['acc', 'grad_norm', 'loss'], ['grad_norm'], False)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlglot import exp
+from sqlglot.errors import OptimizeError, SqlglotError
+from sqlglot.optimizer.merge_subqueries import merge_subqueries
+from sqlglot.optimizer.normalize import normalize
+from sqlglot.optimizer.pushdown_predicates import pushdown_predicates
+from sqlglot.optimizer.qualify import qualify
+from sqlglot.optimizer.scope import Scope, traverse_scope
+
+from florql.errors import QueryError
+from florql.sql import selection as sel
+from florql.sql.catalog import Catalog
+from florql.sql.safety import check_read_only, check_text
+from florql.sql.statement import DIALECT, parse_statement
+
+_VALUE_VIEWS = ("logs", "records")
+
+
+@dataclass
+class Analysis:
+    """The result of `analyze`; see the module docstring."""
+
+    statement: exp.Expression
+    views: set[str] = field(default_factory=set)
+    names: set[str] = field(default_factory=set)
+    missing: set[str] = field(default_factory=set)
+    names_in_records: set[str] = field(default_factory=set)
+    selection: sel.Selection = field(default_factory=sel.Always)
+
+
+def analyze(sql: str, catalog: Catalog) -> Analysis:
+    """Parse, check and analyse `sql` against `catalog`.
+
+    Raises:
+        QueryError: a syntax error, a forbidden statement, or a column no view has.
+    """
+    check_text(sql)
+    statement = parse_statement(sql)
+    check_read_only(statement)
+    raw_names = _raw_column_names(statement)
+    known = {c.lower() for cols in catalog.view_columns().values() for c in cols}
+    candidates = {n.lower(): n for n in raw_names if n.lower() not in known}
+    qualified = _qualify(statement, catalog, set(candidates.values()))
+    analysis = Analysis(statement=statement, views=_views(statement))
+    scopes = traverse_scope(qualified)
+    for scope in scopes:
+        analysis.names |= _logs_names(scope, catalog, candidates)
+        analysis.names_in_records |= _records_names(scope, catalog)
+    analysis.names |= analysis.names_in_records
+    analysis.missing = {n for n in analysis.names if n not in catalog.names}
+    analysis.selection = _selection(qualified, catalog)
+    return analysis
+
+
+def _raw_column_names(statement: exp.Expression) -> set[str]:
+    return {c.name for c in statement.find_all(exp.Column) if not isinstance(c.this, exp.Star)}
+
+
+def _views(statement: exp.Expression) -> set[str]:
+    ctes = {c.alias_or_name.lower() for c in statement.find_all(exp.CTE)}
+    out = set()
+    for t in statement.find_all(exp.Table):
+        if isinstance(t.this, exp.Identifier) and t.name.lower() not in ctes:
+            out.add(t.name.lower())
+    return out
+
+
+def _schema(catalog: Catalog, candidates: set[str]) -> dict[str, dict[str, str]]:
+    schema = {view: dict.fromkeys(cols, "UNKNOWN") for view, cols in catalog.view_columns().items()}
+    for name in sorted(candidates):
+        schema["logs"].setdefault(name, "UNKNOWN")
+    return schema
+
+
+def _qualify(statement: exp.Expression, catalog: Catalog, candidates: set[str]) -> exp.Expression:
+    try:
+        return qualify(
+            statement.copy(),
+            schema=_schema(catalog, candidates),
+            dialect=DIALECT,
+            quote_identifiers=False,
+        )
+    except OptimizeError as e:
+        raise QueryError(_unresolved_message(str(e), catalog)) from None
+    except SqlglotError as e:
+        raise QueryError(f"cannot analyse the query: {e}") from None
+
+
+def _unresolved_message(text: str, catalog: Catalog) -> str:
+    found = re.search(
+        r"Column '([^']*)' could not be resolved(?:\. Line: (\d+), Col: (\d+))?", text
+    )
+    if found:
+        where = f" (line {found.group(2)}, column {found.group(3)})" if found.group(2) else ""
+        first = f"unknown column {found.group(1)!r}{where}"
+    else:
+        first = text.splitlines()[0] if text else "a column could not be resolved"
+    views = "; ".join(f"{v}: {', '.join(cols)}" for v, cols in catalog.view_columns().items())
+    return f"{first}; the views' columns are {views}"
+
+
+def _table_view(source: Any) -> str | None:
+    if isinstance(source, exp.Table) and isinstance(source.this, exp.Identifier):
+        name = source.name.lower()
+        return name if name in ("logs", "records", "runs", "checkpoints") else None
+    return None
+
+
+def _source_view(column: exp.Column, scope: Scope) -> str | None:
+    s: Scope | None = scope
+    while s is not None:
+        if column.table in s.sources:
+            return _table_view(s.sources[column.table])
+        s = s.parent
+    return None
+
+
+def _logs_names(scope: Scope, catalog: Catalog, candidates: dict[str, str]) -> set[str]:
+    names = set()
+    for column in scope.columns:
+        if isinstance(column.this, exp.Star) or _source_view(column, scope) != "logs":
+            continue
+        var = catalog.variable_for(column.name)
+        if var is not None:
+            names.add(candidates.get(var.lower(), var))
+    return names
+
+
+def _records_names(scope: Scope, catalog: Catalog) -> set[str]:
+    names: set[str] = set()
+    for node in scope.expression.find_all(exp.EQ, exp.In):
+        column = node.this if isinstance(node, exp.In) else _column_side(node)
+        if not (isinstance(column, exp.Column) and column.name.lower() == "name"):
+            continue
+        if _source_view(column, scope) != "records":
+            continue
+        if isinstance(node, exp.In):
+            values = node.expressions
+        else:
+            values = [node.expression if node.this is column else node.this]
+        names |= {v.this for v in values if isinstance(v, exp.Literal) and v.is_string}
+    return names
+
+
+def _column_side(node: exp.Expression) -> exp.Expression | None:
+    for side in (node.this, node.expression):
+        if isinstance(side, exp.Column):
+            return side
+    return None
+
+
+# --- selection ---------------------------------------------------------------------------------
+
+
+def _selection(qualified: exp.Expression, catalog: Catalog) -> sel.Selection:
+    try:
+        pushed = merge_subqueries(pushdown_predicates(normalize(qualified.copy())))
+        scopes = traverse_scope(pushed)
+    except SqlglotError:
+        scopes = traverse_scope(qualified)
+    per_reference: list[sel.Selection] = []
+    for scope in scopes:
+        for alias, source in scope.sources.items():
+            view = _table_view(source)
+            if view in _VALUE_VIEWS:
+                conjuncts = _conjuncts_for(scope, alias, source)
+                per_reference.append(
+                    sel.all_of([_to_selection(c, alias, view, catalog) for c in conjuncts])
+                )
+    return sel.any_of(per_reference)
+
+
+def _conjuncts_for(scope: Scope, alias: str, source: exp.Table) -> list[exp.Expression]:
+    select = scope.expression
+    if not isinstance(select, exp.Select):
+        return []
+    out = list(_split_and(select.args.get("where")))
+    join = source.parent if isinstance(source.parent, exp.Join) else None
+    # ON restricts the joined table unless the join keeps its unmatched rows (RIGHT/FULL).
+    if join is not None and join.side.upper() not in ("RIGHT", "FULL"):
+        out += list(_split_and(join.args.get("on")))
+    return out
+
+
+def _split_and(node: exp.Expression | None) -> list[exp.Expression]:
+    if node is None:
+        return []
+    if isinstance(node, exp.Where):
+        return _split_and(node.this)
+    if isinstance(node, exp.Paren):
+        return _split_and(node.this)
+    if isinstance(node, exp.And):
+        return _split_and(node.left) + _split_and(node.right)
+    return [node]
+
+
+_COMPARE = {exp.EQ: "=", exp.NEQ: "<>", exp.LT: "<", exp.LTE: "<=", exp.GT: ">", exp.GTE: ">="}
+_FLIP = {"=": "=", "<>": "<>", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+def _to_selection(node: exp.Expression, alias: str, view: str, catalog: Catalog) -> sel.Selection:
+    """Translate one predicate; anything not about this reference's loop columns is Unknown."""
+    if isinstance(node, exp.Paren):
+        return _to_selection(node.this, alias, view, catalog)
+    if isinstance(node, exp.Boolean):
+        return sel.Always() if node.this else sel.Never()
+    if isinstance(node, exp.And):
+        return sel.And([_to_selection(p, alias, view, catalog) for p in (node.left, node.right)])
+    if isinstance(node, exp.Or):
+        return sel.Or([_to_selection(p, alias, view, catalog) for p in (node.left, node.right)])
+    if isinstance(node, exp.Not):
+        return sel.Not(_to_selection(node.this, alias, view, catalog))
+    unknown = sel.Unknown(node.sql(dialect=DIALECT))
+    if type(node) in _COMPARE:
+        return _comparison(node, alias, view, catalog) or unknown
+    if isinstance(node, exp.Between):
+        column = _loop_column(node.this, alias, view, catalog)
+        low, high = _literal(node.args.get("low")), _literal(node.args.get("high"))
+        if column and low is not _NO and high is not _NO:
+            return sel.And([sel.Compare(column, ">=", low), sel.Compare(column, "<=", high)])
+        return unknown
+    if isinstance(node, exp.In) and not node.args.get("query"):
+        column = _loop_column(node.this, alias, view, catalog)
+        values = [_literal(v) for v in node.expressions]
+        if column and values and all(v is not _NO for v in values):
+            return sel.InList(column, values)
+    return unknown
+
+
+def _comparison(
+    node: exp.Expression, alias: str, view: str, catalog: Catalog
+) -> sel.Selection | None:
+    op = _COMPARE[type(node)]
+    left, right = node.this, node.expression
+    column = _loop_column(left, alias, view, catalog)
+    value = _literal(right)
+    if column is None or value is _NO:
+        column, value, op = _loop_column(right, alias, view, catalog), _literal(left), _FLIP[op]
+    if column is None or value is _NO:
+        return None
+    return sel.Compare(column, op, value)
+
+
+def _loop_column(node: Any, alias: str, view: str, catalog: Catalog) -> str | None:
+    if not isinstance(node, exp.Column) or node.table != alias:
+        return None
+    return catalog.loop_for(node.name, view)
+
+
+_NO = object()
+
+
+def _literal(node: Any) -> Any:
+    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
+        value = _literal(node.this)
+        return _NO if value is _NO else -value
+    if isinstance(node, exp.Cast):
+        return _literal(node.this)
+    if not isinstance(node, exp.Literal):
+        return _NO
+    if node.is_string:
+        return node.this
+    try:
+        return int(node.this)
+    except ValueError:
+        try:
+            return float(node.this)
+        except ValueError:
+            return _NO

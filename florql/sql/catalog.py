@@ -1,0 +1,132 @@
+"""What the store holds, as the SQL layer names it: views, their columns, and logged variables.
+
+The catalog is a snapshot taken from the cache after a refresh. It fixes the column names of the
+views, including how name collisions are settled (documented in `views.py`):
+
+- `logs`: `run_id`, one column per loop name, one per logged name, one per `florql.arg`.
+  A logged name equal to `run_id` or to a loop name is exposed as `log_<name>`; an arg whose
+  name is taken by a loop or a logged name is exposed as `arg_<name>`.
+- `records`: fixed columns plus one per loop name; a loop whose name is taken by a fixed column
+  is exposed as `loop_<name>`.
+
+>>> c = Catalog(names=frozenset({"loss", "epoch"}), loops=("epoch", "step"), args=("lr", "loss"))
+>>> c.logs_columns()
+['run_id', 'epoch', 'step', 'log_epoch', 'loss', 'lr', 'arg_loss']
+>>> c.variable_for("log_epoch"), c.variable_for("loss"), c.variable_for("lr")
+('epoch', 'loss', None)
+>>> c.closest("los")
+['loss']
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+RECORDS_HEAD = ("run_id", "lsn")
+RECORDS_TAIL = (
+    "name",
+    "value",
+    "value_text",
+    "source",
+    "logged_at",
+    "seq",
+    "replay_id",
+    "diverged",
+)
+RECORDS_FIXED = RECORDS_HEAD + RECORDS_TAIL
+RUNS_COLUMNS = (
+    "run_id",
+    "script",
+    "status",
+    "args",
+    "started_at",
+    "ended_at",
+    "source_hash",
+    "git",
+    "values",
+    "checkpoints",
+    "error",
+)
+CHECKPOINTS_HEAD = ("ckpt_id", "run_id")
+CHECKPOINTS_TAIL = ("phase", "ctx", "raw_bytes", "stored_bytes", "write_seconds", "lsn", "seq")
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Logged names, loop names (outermost first, in order of appearance), arg names, runs."""
+
+    names: frozenset[str] = frozenset()
+    loops: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    runs: tuple[str, ...] = ()
+    extra_names: frozenset[str] = field(default=frozenset())
+
+    def logs_name_column(self, name: str) -> str:
+        """The `logs` column that holds logged name `name`."""
+        return f"log_{name}" if name == "run_id" or name in self.loops else name
+
+    def logs_arg_column(self, arg: str) -> str:
+        """The `logs` column that holds arg `arg`."""
+        taken = {"run_id", *self.loops, *(self.logs_name_column(n) for n in self.all_names())}
+        return f"arg_{arg}" if arg in taken or arg in self.all_names() else arg
+
+    def records_loop_column(self, loop: str) -> str:
+        return f"loop_{loop}" if loop in RECORDS_FIXED else loop
+
+    def all_names(self) -> list[str]:
+        """Logged names plus names a query asked for that no run logged yet (NULL columns)."""
+        return sorted(self.names | self.extra_names)
+
+    def logs_columns(self) -> list[str]:
+        return [
+            "run_id",
+            *self.loops,
+            *(self.logs_name_column(n) for n in self.all_names()),
+            *(self.logs_arg_column(a) for a in self.args),
+        ]
+
+    def records_columns(self) -> list[str]:
+        loops = [self.records_loop_column(loop) for loop in self.loops]
+        return [*RECORDS_HEAD, *loops, *RECORDS_TAIL]
+
+    def checkpoints_columns(self) -> list[str]:
+        loops = [loop for loop in self.loops if loop not in CHECKPOINTS_HEAD + CHECKPOINTS_TAIL]
+        return [*CHECKPOINTS_HEAD, *loops, *CHECKPOINTS_TAIL]
+
+    def view_columns(self) -> dict[str, list[str]]:
+        return {
+            "logs": self.logs_columns(),
+            "records": self.records_columns(),
+            "runs": list(RUNS_COLUMNS),
+            "checkpoints": self.checkpoints_columns(),
+        }
+
+    def variable_for(self, logs_column: str) -> str | None:
+        """The logged name behind a `logs` column, or None for run_id, loop and arg columns.
+
+        An unknown column is taken to be a variable not logged yet (a hindsight candidate).
+        """
+        lowered = logs_column.lower()
+        for name in self.all_names():
+            if self.logs_name_column(name).lower() == lowered:
+                return name
+        fixed = {"run_id", *self.loops, *(self.logs_arg_column(a) for a in self.args)}
+        if lowered in {f.lower() for f in fixed}:
+            return None
+        return logs_column
+
+    def loop_for(self, column: str, view: str) -> str | None:
+        """The loop name behind a column of `view`, `run_id` for run_id, else None."""
+        lowered = column.lower()
+        if lowered == "run_id":
+            return "run_id"
+        for loop in self.loops:
+            exposed = self.records_loop_column(loop) if view == "records" else loop
+            if exposed.lower() == lowered:
+                return loop
+        return None
+
+    def closest(self, name: str, n: int = 3) -> list[str]:
+        """Known logged names that look like `name` (for "did you mean ...?")."""
+        return difflib.get_close_matches(name, sorted(self.names), n=n, cutoff=0.6)

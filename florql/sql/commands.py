@@ -1,0 +1,109 @@
+"""Handlers for `florql query` and `florql explain` (flags are declared in florql/cli.py).
+
+This path never imports torch: a query starts in well under a second. Errors are raised as
+`FlorqlError`s; the CLI prints them as one sentence on stderr and exits 2 (bad input) or 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from florql.sql.connection import Connection
+from florql.sql.format import format_result
+
+
+def query_main(args: Any) -> int:
+    """`florql query [--store DIR] [--format F] [--no-replay] [--workers N] SQL`."""
+    con = Connection(
+        args.store, replay=not args.no_replay, workers=args.workers, progress=sys.stderr.isatty()
+    )
+    try:
+        table = con.sql(args.sql).arrow()
+    finally:
+        con.close()
+    sys.stdout.write(format_result(table, args.format))
+    return 0
+
+
+def explain_main(args: Any) -> int:
+    """`florql explain [--store DIR] SQL`: what the query reads and what it would replay."""
+    con = Connection(args.store, replay=False)
+    try:
+        sys.stdout.write(explain_text(con, args.sql))
+    finally:
+        con.close()
+    return 0
+
+
+def explain_text(con: Connection, sql: str) -> str:
+    """The explanation `florql explain` prints (see README)."""
+    analysis = con.analyze(sql)
+    lines = [f"views read: {', '.join(sorted(analysis.views)) or '(none)'}"]
+    if analysis.names:
+        described = [
+            f"{n} ({'not logged yet' if n in analysis.missing else 'logged'})"
+            for n in sorted(analysis.names)
+        ]
+        lines.append(f"variables: {', '.join(described)}")
+    else:
+        lines.append("variables: (none)")
+    lines.append(f"selection: {analysis.selection.describe()}")
+    lines += _runs_lines(con, analysis.selection)
+    if analysis.missing:
+        lines.append("replay:")
+        lines += ["  " + line for line in _replay_plan(con, analysis).splitlines()]
+    else:
+        lines.append("replay: nothing to replay (every variable is logged)")
+    return "\n".join(lines) + "\n"
+
+
+def _runs_lines(con: Connection, selection: Any) -> list[str]:
+    cache = con.cache
+    if not cache.loops:
+        return []
+    outer = cache.loops[0]
+    rows = con._duck.execute(
+        "SELECT DISTINCT run_id, __l0 FROM _contexts WHERE __l0 IS NOT NULL ORDER BY 1, 2"
+    ).fetchall()
+    per_run: dict[str, list] = {}
+    for run_id, value in rows:
+        per_run.setdefault(run_id, []).append(value)
+    lines = [f"selectable {outer} values per run:"]
+    for run_id, values in per_run.items():
+        chosen = [v for v in values if selection.admits(run_id, {outer: v})]
+        lines.append(f"  {run_id}: {_ranges(chosen)} ({len(chosen)} of {len(values)})")
+    return lines
+
+
+def _ranges(values: list) -> str:
+    """Compress sorted ints into ranges: [1,2,3,5] -> '1-3, 5'.
+
+    >>> _ranges([1, 2, 3, 5, 7, 8]), _ranges([]), _ranges(["a", "b"])
+    ('1-3, 5, 7-8', 'none', 'a, b')
+    """
+    if not values:
+        return "none"
+    if not all(isinstance(v, int) for v in values):
+        return ", ".join(str(v) for v in values)
+    parts, start, prev = [], values[0], values[0]
+    for v in values[1:] + [None]:
+        if v is not None and v == prev + 1:
+            prev = v
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if v is not None:
+            start = prev = v
+    return ", ".join(parts)
+
+
+def _replay_plan(con: Connection, analysis: Any) -> str:
+    try:
+        from florql.replay import hindsight
+    except ImportError:
+        return "hindsight replay is not available in this installation"
+    plan = getattr(hindsight, "plan", None)
+    if plan is None:
+        return "hindsight replay is not available in this installation"
+    names = sorted(analysis.missing)
+    return str(plan(con.store_path, names, analysis.selection).describe())

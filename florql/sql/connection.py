@@ -1,0 +1,197 @@
+"""`florql.connect()`: a read-only SQL connection to a store, shaped like DuckDB's Python API.
+
+    con = florql.connect(".florql")
+    con.sql("SELECT epoch, avg(loss) FROM logs GROUP BY epoch ORDER BY epoch").df()
+
+Each `sql()` call catches up with the store first (so it works while a run is still recording),
+then analyses the query (`analysis.py`): refuses anything but a read-only query, replays
+variables no run logged when the current code logs them (`missing.py`), defines the views for
+the names the query uses (`views.py`) and hands the user's own text to DuckDB. DuckDB runs
+in memory with external access disabled and its configuration locked: a second wall behind
+`safety.py`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from florql.errors import QueryError, StoreError
+from florql.sql import views
+from florql.sql.analysis import Analysis, analyze
+from florql.sql.cache import Cache
+from florql.sql.catalog import Catalog
+from florql.sql.missing import resolve_missing
+
+_DUCKDB_CONFIG = {
+    "enable_external_access": False,
+    "python_enable_replacements": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+}
+
+
+def _clean_duckdb_error(e: duckdb.Error) -> str:
+    text = str(e).strip().splitlines()
+    first = text[0] if text else type(e).__name__
+    return f"DuckDB could not run the query: {first}"
+
+
+class Relation:
+    """A query result, computed when asked: `df()`, `arrow()`, `fetchall()`, `show()`."""
+
+    def __init__(self, relation: duckdb.DuckDBPyRelation | None, analysis: Analysis) -> None:
+        self._relation = relation
+        self.analysis = analysis
+
+    def _run(self, verb: str, *args: Any) -> Any:
+        try:
+            return getattr(self._relation, verb)(*args)
+        except duckdb.Error as e:
+            raise QueryError(_clean_duckdb_error(e)) from None
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self._relation.columns) if self._relation is not None else []
+
+    def arrow(self) -> pa.Table:
+        """The result as a pyarrow Table (DuckDB 2.0's own `arrow()` returns a reader)."""
+        return self._run("to_arrow_table")
+
+    def df(self) -> Any:
+        """The result as a pandas DataFrame."""
+        return self._run("df")
+
+    def fetchall(self) -> list[tuple]:
+        return self._run("fetchall")
+
+    def show(self) -> None:
+        """Print the result as an aligned table with its row count."""
+        from florql.sql.format import format_table
+
+        print(format_table(self.arrow()), end="")
+
+    def __repr__(self) -> str:
+        from florql.sql.format import format_table
+
+        return format_table(self.arrow())
+
+
+class Connection:
+    """A read-only connection to one store; not thread-safe (like a DuckDB connection)."""
+
+    def __init__(
+        self,
+        store: str | os.PathLike | None = None,
+        *,
+        replay: bool = True,
+        workers: int | None = None,
+        progress: bool = False,
+    ) -> None:
+        from florql.cli import default_store
+
+        self.store_path = os.path.abspath(
+            os.fspath(store if store is not None else default_store())
+        )
+        self.replay = replay
+        self.workers = workers
+        self.progress = progress
+        self._store: Any = None
+        self._duck = duckdb.connect(":memory:", config=dict(_DUCKDB_CONFIG))
+        self._duck.execute("SET lock_configuration = true")
+        self.cache = Cache(self._duck)
+
+    # --- store --------------------------------------------------------------------------------
+
+    def _open_store(self) -> Any:
+        if self._store is None:
+            from florql_storage import Store
+
+            if not os.path.isdir(self.store_path):
+                raise StoreError(
+                    f"no florql store at {self.store_path}; record a run first "
+                    "(`florql record train.py`) or pass --store / set FLORQL_STORE"
+                )
+            self._store = Store.open(self.store_path)
+        return self._store
+
+    def refresh(self) -> int:
+        """Catch up with the store; return how many records were decoded."""
+        return self.cache.refresh(self._open_store())
+
+    def catalog(self, extra_names: set[str] | frozenset[str] = frozenset()) -> Catalog:
+        return views.catalog_of(self.cache, extra_names)
+
+    # --- queries ------------------------------------------------------------------------------
+
+    def analyze(self, query: str) -> Analysis:
+        """Refresh, then analyse `query` without running it (used by `florql explain`)."""
+        self.refresh()
+        return analyze(query, self.catalog())
+
+    def sql(self, query: str) -> Relation:
+        """Answer `query`; replays missing variables first unless replay is off.
+
+        Raises:
+            QueryError: bad or forbidden SQL, or a variable no run logged and none can replay.
+        """
+        self.refresh()
+        catalog = self.catalog()
+        analysis = analyze(query, catalog)
+        extra: set[str] = set()
+        if analysis.missing:
+            resolve_missing(
+                self.store_path,
+                analysis.missing,
+                analysis.selection,
+                catalog,
+                replay=self.replay,
+                workers=self.workers,
+                progress=self.progress,
+            )
+            self.refresh()
+            catalog = self.catalog()
+            # Names the replay was asked for but produced no value for (nothing selected):
+            # shown as NULL columns rather than an error.
+            extra = set(analysis.missing) - set(catalog.names)
+            catalog = self.catalog(extra)
+            analysis = analyze(query, catalog)
+        views.define_views(self._duck, self.cache, catalog, analysis.names | extra)
+        try:
+            relation = self._duck.sql(query)
+        except duckdb.Error as e:
+            raise QueryError(_clean_duckdb_error(e)) from None
+        return Relation(relation, analysis)
+
+    def close(self) -> None:
+        self._duck.close()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(
+    store: str | os.PathLike | None = None, *, replay: bool = True, workers: int | None = None
+) -> Connection:
+    """Open a read-only connection to `store` (default `$FLORQL_STORE` or `./.florql`)."""
+    return Connection(store, replay=replay, workers=workers)
+
+
+_default: Connection | None = None
+
+
+def default_connection() -> Connection:
+    """The connection `florql.sql()` uses, opened on first use on the default store."""
+    global _default
+    if _default is None:
+        _default = Connection()
+    return _default
