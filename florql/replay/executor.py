@@ -1,0 +1,163 @@
+"""Running replay tasks on a pool of worker processes.
+
+Each task is written to `TASK.json` in a private folder and run as
+`sys.executable -m florql.replay.worker TASK.json` (the same interpreter as the caller, never a
+bare `python`), with stdin closed so nothing can prompt, stdout and stderr captured to files.
+At most `workers` run at once; tasks start in the order given (the planner puts long ones
+first). A worker's outcome is its result file (docs/INTERFACES.md §3); a worker that exits
+non-zero, or whose result carries `error`, has failed, and its stderr tail says why.
+
+`default_workers()` is the number of CPU cores, or the number of visible GPUs when CUDA is
+present; it does not import torch unless the caller already did.
+
+>>> import sys, tempfile
+>>> fake = [sys.executable, "-c", "import json,sys; t=json.load(open(sys.argv[1])); json.dump({'executed': [s['iteration'] for s in t['steps']]}, open(t['result_path'], 'w'))"]
+>>> outs = run_tasks([{"steps": [{"iteration": 3}]}, {"steps": []}], 2, tempfile.mkdtemp(), command=fake)
+>>> [(o.ok, o.result["executed"]) for o in outs]
+[(True, [3]), (True, [])]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+WORKER_MODULE = "florql.replay.worker"
+STDERR_TAIL = 2000
+
+
+@dataclass
+class Outcome:
+    """What one task's worker did."""
+
+    index: int
+    task: dict[str, Any]
+    returncode: int | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+    stderr: str = ""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and bool(self.result) and not self.result.get("error")
+
+    def why(self) -> str:
+        """One line saying why the task failed."""
+        if self.result.get("error"):
+            return str(self.result["error"]).strip().splitlines()[-1]
+        tail = self.stderr.strip().splitlines()
+        if tail:
+            return tail[-1]
+        return f"worker exited with status {self.returncode} and wrote no result"
+
+
+def default_workers() -> int:
+    """Visible GPUs when CUDA is present, else CPU cores (at least 1)."""
+    gpus = _visible_gpus()
+    if gpus:
+        return gpus
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _visible_gpus() -> int:
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+        except Exception:  # a broken CUDA install means "no GPU", not a failed replay
+            return 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    try:
+        return len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return 0
+
+
+def run_tasks(
+    tasks: Sequence[dict[str, Any]],
+    workers: int,
+    workdir: str,
+    command: Sequence[str] | None = None,
+    on_poll: Callable[[list[Outcome]], None] | None = None,
+    poll_seconds: float = 0.1,
+    env: dict[str, str] | None = None,
+) -> list[Outcome]:
+    """Run every task, `workers` at a time; return their outcomes in task order.
+
+    Args:
+        tasks: task dicts; `result_path` is filled in when absent.
+        workers: concurrent processes (at least 1).
+        workdir: private folder for task files, results and logs.
+        command: the worker command before the task path (default: this interpreter running
+            `florql.replay.worker`); tests pass a fake.
+        on_poll: called with the finished outcomes so far, about every `poll_seconds`.
+    """
+    cmd = list(command) if command else [sys.executable, "-m", WORKER_MODULE]
+    pending = list(enumerate(tasks))
+    running: list[tuple[subprocess.Popen, Outcome, float, Any]] = []
+    done: list[Outcome] = []
+    try:
+        while pending or running:
+            while pending and len(running) < max(1, workers):
+                i, task = pending.pop(0)
+                running.append(_start(i, dict(task), cmd, workdir, env))
+            time.sleep(poll_seconds)
+            still = []
+            for proc, out, t0, err in running:
+                if proc.poll() is None:
+                    still.append((proc, out, t0, err))
+                else:
+                    done.append(_finish(proc, out, t0, err))
+            running = still
+            if on_poll is not None:
+                on_poll(done)
+    finally:
+        for proc, _, _, err in running:  # interrupted: stop only the workers we started
+            proc.kill()
+            proc.wait()
+            err.close()
+    return sorted(done, key=lambda o: o.index)
+
+
+def _start(
+    i: int, task: dict[str, Any], cmd: list[str], workdir: str, env: dict[str, str] | None
+) -> tuple[subprocess.Popen, Outcome, float, Any]:
+    task.setdefault("result_path", os.path.join(workdir, f"result-{i}.json"))
+    path = os.path.join(workdir, f"task-{i}.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(task, f)
+    err = open(os.path.join(workdir, f"worker-{i}.log"), "w+b")  # noqa: SIM115 (closed in _finish)
+    proc = subprocess.Popen(
+        [*cmd, path],
+        stdin=subprocess.DEVNULL,
+        stdout=err,
+        stderr=subprocess.STDOUT,
+        cwd=task.get("cwd") or None,
+        env={**os.environ, **(env or {})},
+    )
+    return proc, Outcome(i, task), time.monotonic(), err
+
+
+def _finish(proc: subprocess.Popen, out: Outcome, t0: float, err: Any) -> Outcome:
+    out.returncode = proc.returncode
+    out.seconds = time.monotonic() - t0
+    err.seek(0)
+    out.stderr = err.read()[-STDERR_TAIL:].decode("utf-8", "replace")
+    err.close()
+    try:
+        with open(out.task["result_path"], encoding="utf-8") as f:
+            out.result = json.load(f)
+    except (OSError, ValueError):
+        out.result = {}
+    return out
