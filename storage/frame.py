@@ -1,0 +1,106 @@
+"""Record framing: a frame is one group commit of N logical records (see FORMAT.md, "Log segments").
+
+>>> data = encode_frame(7, [(3, ["r", 1, "loss", 0.5, [], 0.0, ""]), (4, ["r", 2, "step", [], 0.0])])
+>>> f = parse_frame(data, 0, len(data))
+>>> f.status, f.base_lsn, f.count, f.end == len(data)
+('ok', 7, 2, True)
+>>> decode_records(f)
+[Record(lsn=7, kind=3, body=['r', 1, 'loss', 0.5, [], 0.0, '']), Record(lsn=8, kind=4, body=['r', 2, 'step', [], 0.0])]
+>>> parse_frame(data[:-1], 0, len(data) - 1).status     # incomplete: maybe a torn tail
+'short'
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import lz4.block
+import msgpack
+
+from .errors import BadInputError
+from .format import (
+    COMPRESS_MIN_BYTES,
+    FLAG_LZ4,
+    FRAME_HEADER,
+    FRAME_RECORDS,
+    crc,
+    mask_crc,
+)
+from .records import Record
+
+HEADER_SIZE = FRAME_HEADER.size
+
+
+def pack_entries(entries) -> bytes:
+    """msgpack of [[kind, body], ...]; BadInputError names the first body msgpack cannot encode."""
+    try:
+        return msgpack.packb(entries, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError):
+        for kind, body in entries:
+            try:
+                msgpack.packb(body, use_bin_type=True)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise BadInputError(
+                    f"a record of kind {kind} has a body msgpack cannot store ({exc}); "
+                    "use only dict, list, str, bytes, int, float, bool and None"
+                ) from None
+        raise
+
+
+def encode_frame(base_lsn: int, entries) -> bytes:
+    """One frame holding `entries` ([(kind, body), ...]) with LSNs from `base_lsn`."""
+    return encode_payload(base_lsn, len(entries), pack_entries(entries))
+
+
+def encode_payload(base_lsn: int, count: int, payload: bytes) -> bytes:
+    """Frame an already packed payload, compressing it when that saves at least an eighth."""
+    flags = 0
+    if len(payload) >= COMPRESS_MIN_BYTES:
+        packed = lz4.block.compress(payload, store_size=True)
+        if len(packed) <= len(payload) - len(payload) // 8:
+            payload, flags = packed, FLAG_LZ4
+    header = bytearray(FRAME_HEADER.pack(0, len(payload), FRAME_RECORDS, flags, 0, base_lsn, count))
+    c = crc(payload, crc(memoryview(header)[4:]))
+    header[0:4] = mask_crc(c).to_bytes(4, "little")
+    return bytes(header) + payload
+
+
+class Frame(NamedTuple):
+    """A parsed frame header. `status`: "ok", "short" (ends past `limit`) or "bad" (checksum)."""
+
+    status: str
+    offset: int
+    end: int
+    base_lsn: int
+    count: int
+    flags: int
+    payload: memoryview | None
+
+
+def parse_frame(buf, pos: int, limit: int) -> Frame:
+    """The frame starting at `buf[pos]`, which holds valid data up to `limit`."""
+    if limit - pos < HEADER_SIZE:
+        return Frame("short", pos, limit, 0, 0, 0, None)
+    masked, length, ftype, flags, _rsv, base_lsn, count = FRAME_HEADER.unpack_from(buf, pos)
+    end = pos + HEADER_SIZE + length
+    if end > limit:
+        return Frame("short", pos, end, base_lsn, count, flags, None)
+    view = memoryview(buf)
+    c = crc(view[pos + HEADER_SIZE : end], crc(view[pos + 4 : pos + HEADER_SIZE]))
+    if mask_crc(c) != masked or ftype != FRAME_RECORDS or count == 0:
+        return Frame("bad", pos, end, base_lsn, count, flags, None)
+    return Frame("ok", pos, end, base_lsn, count, flags, view[pos + HEADER_SIZE : end])
+
+
+def decode_entries(frame: Frame) -> list:
+    """The [[kind, body], ...] list of a good frame."""
+    payload = frame.payload
+    if frame.flags & FLAG_LZ4:
+        payload = lz4.block.decompress(payload)
+    return msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True)
+
+
+def decode_records(frame: Frame) -> list[Record]:
+    """The logical records of a good frame, with their LSNs."""
+    base = frame.base_lsn
+    return [Record(base + i, e[0], e[1]) for i, e in enumerate(decode_entries(frame))]

@@ -1,0 +1,170 @@
+"""Checkpoint pages: split blobs into pages, dedup by content hash, compress where it pays.
+
+Each writer appends to its own page-file series (`pages/<writer_id>-<n>.pg`), so big writes never
+hold the log lock and two processes never write one page file. Pages are fsynced before the
+checkpoint's end record is written (invariant 4). Readers verify every page's CRC.
+
+>>> from florql_storage.fs import MemFS
+>>> fs = MemFS(); fs.mkdir("/s/pages")
+>>> pw = PageWriter(fs, "/s", "w1")
+>>> blob = bytes(range(256)) * 10000
+>>> refs, stored = pw.write_blobs([blob], {}, page_bytes=1 << 20)
+>>> [raw for raw, _ in refs], stored < len(blob)     # compressible data was compressed
+([2560000], True)
+>>> again, stored2 = pw.write_blobs([blob], {bytes(r[0]): r for r in refs[0][1]}, 1 << 20)
+>>> stored2                                           # every page already stored: dedup
+0
+>>> out = read_blob(fs, "/s", *refs[0])
+>>> bytes(out) == blob
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import lz4.block
+
+from .errors import BadInputError, CorruptionError
+from .format import CODEC_LZ4, CODEC_RAW, PAGE_HEADER, PAGE_MAGIC, PAGES_DIR, crc, mask_crc
+
+SAMPLE_BYTES = 16 << 10
+PAGE_FILE_BYTES = 256 << 20
+
+
+def as_byte_view(blob) -> memoryview:
+    """A flat byte view of any contiguous buffer, without copying it."""
+    try:
+        view = memoryview(blob)
+    except TypeError:
+        raise BadInputError(
+            f"a checkpoint blob must support the buffer protocol (bytes, memoryview, numpy array), not {type(blob).__name__}"
+        ) from None
+    if not view.c_contiguous:
+        raise BadInputError("a checkpoint blob must be C-contiguous; pass a contiguous copy")
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
+def compression_pays(view: memoryview) -> bool:
+    """Whether lz4 saves at least 10% on samples from the start, middle and end of a blob."""
+    n = len(view)
+    if n < 4096:
+        return False
+    points = sorted({0, max(0, n // 2 - SAMPLE_BYTES // 2), max(0, n - SAMPLE_BYTES)})
+    raw = packed = 0
+    for p in points:
+        sample = view[p : p + SAMPLE_BYTES]
+        raw += len(sample)
+        packed += len(lz4.block.compress(sample, store_size=False))
+    return packed <= raw * 0.9
+
+
+def page_hash(page) -> bytes:
+    """The dedup key of a page: 16 bytes of SHA-256 (1.5 GB/s here, hardware-assisted)."""
+    return hashlib.sha256(page).digest()[:16]
+
+
+class PageWriter:
+    """Appends pages to this writer's own page files; `write_blobs` returns their references."""
+
+    def __init__(self, fs, root: str, writer_id: str, file_bytes: int = PAGE_FILE_BYTES) -> None:
+        self.fs, self.root, self.writer_id, self.file_bytes = fs, root, writer_id, file_bytes
+        self._n = 0
+        self._handle = None
+        self._name = ""
+
+    def _file(self):
+        if self._handle is None or self._handle.size() >= self.file_bytes:
+            if self._handle is not None:
+                self._handle.close()
+            self._n += 1
+            self._name = f"{PAGES_DIR}/{self.writer_id}-{self._n:08d}.pg"
+            self._handle = self.fs.open_append(f"{self.root}/{self._name}", truncate=True)
+            self._new_file = True
+        return self._handle
+
+    def write_blobs(self, blobs, known: dict, page_bytes: int) -> tuple[list, int]:
+        """Write the pages of `blobs` not in `known` (hash -> ref); fsync; (blob refs, bytes written)."""
+        self._new_file = False
+        touched = set()
+        fresh: dict[bytes, list] = {}
+        out, stored = [], 0
+        for blob in blobs:
+            view = as_byte_view(blob)
+            squeeze = compression_pays(view)
+            refs = []
+            for start in range(0, len(view), page_bytes):
+                page = view[start : start + page_bytes]
+                h = page_hash(page)
+                ref = known.get(h) or fresh.get(h)
+                if ref is None:
+                    ref = self._write_page(page, h, squeeze)
+                    fresh[h] = ref
+                    touched.add(self._name)
+                    stored += ref[3] + PAGE_HEADER.size
+                refs.append(ref)
+            out.append([len(view), refs])
+        for name in touched:
+            self.fs.fsync(f"{self.root}/{name}")
+        if self._new_file:
+            self.fs.fsync_dir(f"{self.root}/{PAGES_DIR}")
+        return out, stored
+
+    def _write_page(self, page: memoryview, h: bytes, squeeze: bool) -> list:
+        data, codec = page, CODEC_RAW
+        if squeeze:
+            packed = lz4.block.compress(page, store_size=False)
+            if len(packed) < len(page):
+                data, codec = packed, CODEC_LZ4
+        c = mask_crc(crc(data))
+        handle = self._file()
+        at = handle.write(PAGE_HEADER.pack(PAGE_MAGIC, codec, len(page), len(data), c, h))
+        handle.write(data)
+        return [h, self._name, at + PAGE_HEADER.size, len(data), len(page), codec, c]
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def read_page_into(fs, root: str, ref, out: memoryview) -> None:
+    """Read one page into `out` (its raw length), verifying its checksum."""
+    _h, name, offset, stored_len, raw_len, codec, c = ref
+    path = f"{root}/{name}"
+    try:
+        if codec == CODEC_RAW:
+            got = fs.read_into(path, offset, out[:raw_len])
+            ok = got == raw_len and mask_crc(crc(out[:raw_len])) == c
+        else:
+            data = fs.read(path, offset, stored_len)
+            ok = len(data) == stored_len and mask_crc(crc(data)) == c
+            if ok:
+                out[:raw_len] = lz4.block.decompress(data, uncompressed_size=raw_len)
+    except FileNotFoundError:
+        ok = False
+    except lz4.block.LZ4BlockError:
+        ok = False
+    if not ok:
+        raise CorruptionError(
+            f"checkpoint page in {path} at offset {offset} is missing or fails its checksum; "
+            "run `florql check` and use an earlier checkpoint",
+            segment=path,
+            offset=offset,
+        )
+
+
+def read_blob(fs, root: str, raw_len: int, refs) -> memoryview:
+    """One blob, read into a single preallocated buffer; CorruptionError on a bad page."""
+    buf = bytearray(raw_len)
+    view = memoryview(buf)
+    pos = 0
+    for ref in refs:
+        n = ref[4]
+        read_page_into(fs, root, ref, view[pos : pos + n])
+        pos += n
+    if pos != raw_len:
+        raise CorruptionError(
+            f"checkpoint blob pages add up to {pos} bytes, not {raw_len}; run `florql check`",
+        )
+    return view

@@ -1,0 +1,359 @@
+"""Store: open (with recovery), read (scan, runs, checkpoints) and commit frames.
+
+A Store holds the derived state recovery built (`StoreState`) and keeps it current: `refresh`
+redoes what other processes appended; its own writers' commits fold their frames in directly.
+Commits run under the log lock (an flock on LOCK), so several processes append to one log and
+LSNs stay globally increasing: a committer first redoes whatever others appended since it last
+looked, then assigns the next LSNs.
+
+>>> from florql_storage.fs import MemFS
+>>> store = Store.open("/s", create=True, fs=MemFS())
+>>> store.last_lsn, store.runs(), store.check()
+(0, {}, [])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+
+from .errors import BadInputError, CorruptionError, StoreError
+from .format import (
+    DEFAULT_INDEX_INTERVAL,
+    DEFAULT_PAGE_BYTES,
+    DEFAULT_SEGMENT_BYTES,
+    INDEX_DIR,
+    INDEX_MAGIC,
+    LOCK,
+    LOG_DIR,
+    MANIFEST,
+    MANIFEST_TMP,
+    PAGES_DIR,
+    RUNS_DIR,
+    segment_name,
+)
+from .fs import FileSystem, RealFS
+from .manifest import Manifest, read_manifest, seal, write_manifest
+from .records import CheckpointInfo, Problem, Record, RunInfo
+from .recovery import corruption, recover, redo
+from .segment import HEADER_SIZE, FrameScanner, encode_header
+from .state import StoreState, run_of
+from .writer import LogWriter, run_lock_path
+
+_OURS = {MANIFEST, MANIFEST_TMP, LOCK, LOG_DIR, PAGES_DIR, INDEX_DIR, RUNS_DIR}
+
+
+class Store:
+    """An open florql store. Use `Store.open`; see docs/INTERFACES.md §1 for the contract."""
+
+    def __init__(
+        self, fs: FileSystem, root: str, manifest: Manifest, state: StoreState, options: dict
+    ) -> None:
+        self.fs = fs
+        self.root = root
+        self._manifest = manifest
+        self._state = state
+        self._mutex = threading.RLock()
+        self._writers: list[LogWriter] = []
+        self.segment_bytes = options.get("segment_bytes", DEFAULT_SEGMENT_BYTES)
+        self.page_bytes = options.get("page_bytes", DEFAULT_PAGE_BYTES)
+        self.index_interval = options.get("index_interval", DEFAULT_INDEX_INTERVAL)
+        self.recovery_problems: list[Problem] = options.get("problems", [])
+        self._seg_handle = None
+        self._seg_handle_no = 0
+
+    # ---- opening ----------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path,
+        create: bool = True,
+        fs: FileSystem | None = None,
+        *,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        page_bytes: int = DEFAULT_PAGE_BYTES,
+        index_interval: int = DEFAULT_INDEX_INTERVAL,
+    ) -> Store:
+        """Open (running recovery) or create the store at `path`.
+
+        Raises StoreError for a path that is a file, not a store, missing (with create=False),
+        unwritable when it must be created, or of a newer format; CorruptionError if damaged.
+        Opening an existing store writes nothing.
+        """
+        if fs is None:
+            fs = RealFS()
+            root = os.path.abspath(os.fspath(path))
+        else:
+            root = posixpath.normpath(os.fspath(path))
+        if segment_bytes < 4096 or page_bytes < 1:
+            raise BadInputError("segment_bytes must be at least 4096 and page_bytes at least 1")
+        _check_path(fs, root, create)
+        if not fs.exists(f"{root}/{MANIFEST}"):
+            _init_store(fs, root)
+        manifest = read_manifest(fs, root)
+        _check_contents(fs, root)
+        problems: list[Problem] = []
+        state, _torn = recover(fs, root, manifest, problems)
+        options = {
+            "segment_bytes": segment_bytes,
+            "page_bytes": page_bytes,
+            "index_interval": index_interval,
+            "problems": problems,
+        }
+        return cls(fs, root, manifest, state, options)
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    @property
+    def last_lsn(self) -> int:
+        """The highest durable LSN this Store has seen (0 for an empty store)."""
+        return self._state.last_lsn
+
+    def refresh(self) -> int:
+        """Catch up with frames other processes appended since; returns `last_lsn`.
+
+        Reads only what is new; a torn tail (a write in progress) is left for a later refresh.
+        """
+        with self._mutex:
+            manifest = read_manifest(self.fs, self.root)
+            redo(self.fs, self.root, manifest, self._state)
+            self._manifest = manifest
+            return self._state.last_lsn
+
+    def scan(self, from_lsn: int = 1, kinds=None, run_id: str | None = None) -> Iterator[Record]:
+        """Durable records with LSN >= from_lsn in LSN order, optionally filtered."""
+        kind_set = None if kinds is None else set(kinds)
+        for frame in self.scan_frames(from_lsn):
+            for r in frame:
+                if kind_set is not None and r.kind not in kind_set:
+                    continue
+                if run_id is not None and run_of(r.kind, r.body) != run_id:
+                    continue
+                yield r
+
+    def scan_frames(self, from_lsn: int = 1) -> Iterator[list[Record]]:
+        """Durable records with LSN >= from_lsn, one list per frame (for bulk readers)."""
+        from .recovery import _decode
+
+        with self._mutex:
+            st = self._state
+            segs = list(self._manifest.segments)
+            tail_seg, tail_off, last = st.tail_seg, st.tail_off, st.last_lsn
+            if last < from_lsn or not segs:
+                return
+            entry = st.locate_entry(from_lsn)
+            lsn, seg_no, offset = entry if entry is not None else (1, segs[0][0], HEADER_SIZE)
+        nos = [s for s, _ in segs]
+        k = nos.index(seg_no)
+        while k < len(segs) and nos[k] <= tail_seg:
+            seg_no = nos[k]
+            path = f"{self.root}/{segment_name(seg_no)}"
+            limit = tail_off if seg_no == tail_seg else None
+            scanner = FrameScanner(self.fs, path, offset, lsn, limit)
+            for f in scanner:
+                if f.base_lsn + f.count <= from_lsn:
+                    continue
+                records = _decode(f, path)
+                if records[0].lsn < from_lsn:
+                    records = records[from_lsn - records[0].lsn :]
+                yield records
+                if f.base_lsn + f.count - 1 >= last:
+                    return
+            if scanner.stop.reason != "end":
+                raise corruption(path, scanner.stop.offset, scanner.stop.lsn, scanner.stop.reason)
+            lsn = scanner.next_lsn
+            k, offset = k + 1, HEADER_SIZE
+
+    def runs(self) -> dict[str, RunInfo]:
+        """Every run, with status derived now: running, finished, failed or crashed."""
+        with self._mutex:
+            runs = {rid: list(v) for rid, v in self._state.runs.items()}
+        out = {}
+        for rid, (begin, meta, end, last) in runs.items():
+            if end is not None:
+                status = end.get("status", "finished") if isinstance(end, dict) else "finished"
+            elif self.fs.is_locked(run_lock_path(self.root, rid)):
+                status = "running"
+            else:
+                status = "crashed"
+            out[rid] = RunInfo(rid, begin, meta, status, end, last)
+        return out
+
+    def checkpoints(self, run_id: str | None = None) -> list[CheckpointInfo]:
+        """Complete checkpoints (end record durable, invariant 4) in LSN order."""
+        with self._mutex:
+            return [c for c in self._state.ckpts if run_id is None or c.run_id == run_id]
+
+    def nearest_checkpoint(
+        self,
+        run_id: str,
+        *,
+        at_or_before_lsn: int | None = None,
+        where: Callable[[dict], bool] | None = None,
+    ) -> CheckpointInfo | None:
+        """The latest complete checkpoint of `run_id` at or before an LSN whose meta satisfies `where`."""
+        for c in reversed(self.checkpoints(run_id)):
+            if at_or_before_lsn is not None and c.lsn > at_or_before_lsn:
+                continue
+            if where is None or where(c.meta):
+                return c
+        return None
+
+    def load_checkpoint(self, ckpt) -> tuple[dict, list[memoryview]]:
+        """(meta, blobs) exactly as written; each blob one buffer; CorruptionError on a bad page."""
+        from .pages import read_blob
+
+        ckpt_id = ckpt if isinstance(ckpt, str) else ckpt.ckpt_id
+        with self._mutex:
+            blobs = self._state.ckpt_blobs.get(ckpt_id)
+            info = next((c for c in self._state.ckpts if c.ckpt_id == ckpt_id), None)
+        if blobs is None or info is None:
+            raise BadInputError(
+                f"checkpoint {ckpt_id!r} is not in the store; list them with store.checkpoints()"
+            )
+        return info.meta, [read_blob(self.fs, self.root, raw_len, refs) for raw_len, refs in blobs]
+
+    def records_after(self, run_id: str, lsn: int, kinds=None) -> Iterator[Record]:
+        """Records of `run_id` with LSN > lsn, in LSN order."""
+        return self.scan(from_lsn=lsn + 1, kinds=kinds, run_id=run_id)
+
+    def check(self) -> list[Problem]:
+        """Verify every frame and every checkpoint page; [] means clean. Writes nothing."""
+        from .check import check_store
+
+        with self._mutex:
+            return check_store(self)
+
+    # ---- writing ----------------------------------------------------------------------------
+
+    def writer(self) -> LogWriter:
+        """A new LogWriter on this store. StoreError if the store folder is not writable."""
+        if not self.fs.writable(self.root) or not self.fs.writable(f"{self.root}/{LOG_DIR}"):
+            raise StoreError(
+                f"the store at {self.root} is read-only; fix its permissions or record into another --store"
+            )
+        w = LogWriter(self)
+        self._writers.append(w)
+        return w
+
+    def _commit(self, packed: list) -> int:
+        """Append packed batches as frames under the log lock, fsync, fold them into the state."""
+        from .committer import commit
+
+        with self._mutex:
+            return commit(self, packed)
+
+    def close(self) -> None:
+        """Close this store's writers (flushing them) and files."""
+        writers, self._writers = self._writers, []
+        for w in writers:
+            w.close()
+        if self._seg_handle is not None:
+            self._seg_handle.close()
+            self._seg_handle = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.root!r}, last_lsn={self.last_lsn})"
+
+
+def _check_path(fs: FileSystem, root: str, create: bool) -> None:
+    if fs.exists(root) and not fs.isdir(root):
+        raise StoreError(
+            f"the store path {root} is a file, not a folder; pass a folder path (e.g. ./.florql)"
+        )
+    if not fs.exists(root):
+        if not create:
+            raise StoreError(
+                f"there is no florql store at {root}; record a run first or check the --store path"
+            )
+        parent = posixpath.dirname(root) or "/"
+        probe = parent
+        while not fs.exists(probe) and probe != "/":
+            probe = posixpath.dirname(probe)
+        if not fs.isdir(probe) or not fs.writable(probe):
+            raise StoreError(
+                f"cannot create a store at {root}: {probe} is not a writable folder; choose another --store"
+            )
+        return
+    if fs.exists(f"{root}/{MANIFEST}"):
+        return
+    foreign = [n for n in fs.listdir(root) if n not in _OURS]
+    if foreign:
+        raise StoreError(
+            f"{root} is not a florql store (it holds {foreign[0]!r} and no MANIFEST); "
+            "choose an empty folder or a new path for --store"
+        )
+    if not create:
+        raise StoreError(
+            f"there is no florql store at {root}; record a run first or check the --store path"
+        )
+    if not fs.writable(root):
+        raise StoreError(
+            f"cannot create a store in {root}: the folder is not writable; choose another --store"
+        )
+
+
+def _check_contents(fs: FileSystem, root: str) -> None:
+    foreign = [n for n in fs.listdir(root) if n not in _OURS]
+    if foreign:
+        raise StoreError(
+            f"the store at {root} holds a file florql did not write ({foreign[0]!r}); move it out of the store folder"
+        )
+
+
+def _init_store(fs: FileSystem, root: str) -> None:
+    """Create an empty store; the MANIFEST, written last, is what makes it one."""
+    try:
+        fs.mkdir(root)
+        for d in (LOG_DIR, PAGES_DIR, INDEX_DIR, RUNS_DIR):
+            fs.mkdir(f"{root}/{d}")
+        store_id = uuid.uuid4().bytes
+        seg = f"{root}/{segment_name(1)}"
+        fs.write_file(seg, encode_header(1, store_id, 1))
+        fs.fsync(seg)
+        fs.fsync_dir(f"{root}/{LOG_DIR}")
+        fs.fsync_dir(root)
+        parent = posixpath.dirname(root)
+        if parent and parent != root:
+            fs.fsync_dir(parent)
+        write_manifest(fs, root, Manifest(store_id=store_id, segments=[[1, 1]], index=None))
+    except PermissionError as exc:
+        raise StoreError(
+            f"cannot create a store at {root} ({exc.strerror}); choose a writable folder for --store"
+        ) from None
+
+
+def write_index(store: Store) -> None:
+    """Write an index checkpoint of the current state and point the MANIFEST at it (log lock held)."""
+    st = store._state
+    name = f"{INDEX_DIR}/{st.last_lsn:016x}.idx"
+    path = f"{store.root}/{name}"
+    store.fs.write_file(path, seal(INDEX_MAGIC, st.to_body()))
+    store.fs.fsync(path)
+    store.fs.fsync_dir(f"{store.root}/{INDEX_DIR}")
+    m = store._manifest
+    new = Manifest(
+        store_id=m.store_id,
+        segments=m.segments,
+        index={"file": name, "lsn": st.last_lsn, "seg_no": st.tail_seg, "offset": st.tail_off},
+    )
+    write_manifest(store.fs, store.root, new)
+    store._manifest = new
+    for old in store.fs.listdir(f"{store.root}/{INDEX_DIR}"):
+        if f"{INDEX_DIR}/{old}" != name:
+            with contextlib.suppress(FileNotFoundError):
+                store.fs.remove(f"{store.root}/{INDEX_DIR}/{old}")
+
+
+__all__ = ["Store", "CorruptionError"]
