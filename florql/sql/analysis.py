@@ -80,6 +80,8 @@ def analyze(sql: str, catalog: Catalog) -> Analysis:
         analysis.names |= _logs_names(scope, catalog, candidates)
         analysis.names_in_records |= _records_names(scope, catalog)
     analysis.names |= analysis.names_in_records
+    if isinstance(statement, exp.Describe) and "logs" in analysis.views:
+        analysis.names |= set(catalog.names)
     analysis.missing = {n for n in analysis.names if n not in catalog.names}
     analysis.selection = _selection(qualified, catalog)
     return analysis

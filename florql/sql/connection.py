@@ -40,6 +40,14 @@ def _clean_duckdb_error(e: duckdb.Error) -> str:
     return f"DuckDB could not run the query: {first}"
 
 
+def _store_class() -> Any:
+    try:
+        from florql_storage import Store
+    except ImportError:  # the package may not re-export it yet
+        from florql_storage.store import Store
+    return Store
+
+
 class Relation:
     """A query result, computed when asked: `df()`, `arrow()`, `fetchall()`, `show()`."""
 
@@ -108,14 +116,12 @@ class Connection:
 
     def _open_store(self) -> Any:
         if self._store is None:
-            from florql_storage import Store
-
             if not os.path.isdir(self.store_path):
                 raise StoreError(
                     f"no florql store at {self.store_path}; record a run first "
                     "(`florql record train.py`) or pass --store / set FLORQL_STORE"
                 )
-            self._store = Store.open(self.store_path)
+            self._store = _store_class().open(self.store_path, create=False)
         return self._store
 
     def refresh(self) -> int:
