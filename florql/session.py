@@ -158,6 +158,7 @@ class Session:
     """
 
     muted = False  # True while records are dropped (resume fast-forward, replay)
+    resumed = False
 
     def __init__(
         self,
@@ -217,11 +218,19 @@ class Session:
         self.checkpointer = Checkpointer(self, budget=self.overhead)
 
     def _begin(self) -> None:
-        """Write RUN_BEGIN (deferred so that the args declared before the first record are in)."""
+        """Write RUN_BEGIN (deferred so that the args declared before the first record are in).
+
+        Under the drain lock, so that no record of the run reaches the writer before it.
+        """
         if self._begun:
             return
-        self._begun = True
-        self.writer.begin_run(self.run_id, self._begin_meta())
+        with self._drain_lock:
+            self._begin_locked()
+
+    def _begin_locked(self) -> None:
+        if not self._begun:
+            self.writer.begin_run(self.run_id, self._begin_meta())
+            self._begun = True
 
     def _begin_meta(self) -> dict[str, Any]:
         srcs = sources.collect(self.script)
@@ -241,6 +250,7 @@ class Session:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "command": self.command,
+            "overhead": self.overhead,
         }
 
     def install_exit_hooks(self) -> None:
@@ -281,6 +291,7 @@ class Session:
             "ended_at": time.time(),
             "stats": stats,
             "args": dict(self.args),
+            "resumed": self.resumed,
         }
         self.writer.end_run(self.run_id, status, body)
         self.writer.close()
@@ -328,8 +339,7 @@ class Session:
             buf = self._buf
             n = len(buf)
             if n:
-                if not self._begun:
-                    self._begin()
+                self._begin_locked()
                 rid = self.run_id
                 entries = []
                 for _ in range(n):
@@ -403,8 +413,8 @@ class Session:
         finally:
             self._stack.pop()
             self._ctx = ()
-            self.emit(LOOP_END, lambda s: [self.run_id, s, name, [], i + 1, time.time()])
             self.outer_done()
+            self.emit(LOOP_END, lambda s: [self.run_id, s, name, [], i + 1, time.time()])
 
     def _nested(self, name: str, iterable: Any) -> Any:
         outer = self._stack[0] if self._stack and self._outer_seen else None

@@ -1,0 +1,267 @@
+"""Handlers of `florql record`, `florql runs` and `florql check` (flags: florql/cli.py).
+
+`main` runs a script under a recording session like `python SCRIPT ARGS`, then prints one summary
+line to stderr; its exit code is the script's. Bad input (missing or non-Python script, malformed
+`--arg`, a value that cannot be logged, an unwritable store) is one clear line and exit 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from florql.errors import BadInputError, FlorqlError
+from florql.session import RUN_RESUME, VALUE, Session, install
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """`["lr=0.5", "name=a=b"]` -> `{"lr": "0.5", "name": "a=b"}`; BadInputError without `=`.
+
+    >>> parse_overrides(["lr=0.5", "tag=a=b"])
+    {'lr': '0.5', 'tag': 'a=b'}
+    """
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise BadInputError(f"--arg {item!r} is not NAME=VALUE; write e.g. --arg lr=0.5")
+        out[name.strip()] = value
+    return out
+
+
+def main(args: Any) -> int:
+    """`florql record`: run and record a script; returns the script's exit code."""
+    if args.resume:
+        return resume_main(args)
+    if not args.script:
+        raise BadInputError("florql record needs a SCRIPT to run (or --resume RUN)")
+    from florql import runner
+
+    script = os.path.abspath(args.script)
+    runner.compile_check(script)
+    overrides = parse_overrides(args.arg)
+    if args.overhead is not None and not 0 < args.overhead <= 1:
+        raise BadInputError(f"--overhead {args.overhead} must be a fraction in (0, 1], e.g. 0.02")
+    argv = [args.script, *args.script_args]
+    session = Session(
+        args.store,
+        script=script,
+        argv=argv,
+        overrides=overrides,
+        overhead=args.overhead,
+        command=" ".join(["florql", "record", *sys.argv[2:]]) if len(sys.argv) > 1 else None,
+    )
+    session.start()
+    return _run_recorded(session, script, argv)
+
+
+def _run_recorded(session: Session, script: str, argv: list[str]) -> int:
+    from florql import runner
+
+    install(session)
+    try:
+        outcome = runner.run_script(script, argv)
+    finally:
+        install(None)
+    log_error = runner.florql_frame_error(outcome.exception) if outcome.exception else None
+    failed = outcome.exit_code != 0
+    stats = session.end("failed" if failed else "finished", outcome.error)
+    for name in session.unconsumed_overrides():
+        print(
+            f"florql: warning: --arg {name} was given but the script never called "
+            f"florql.arg({name!r}, ...); it had no effect",
+            file=sys.stderr,
+        )
+    print(
+        f"florql: run {session.run_id} {'failed' if failed else 'finished'}: "
+        f"{stats['values']} values, {stats['checkpoints']} checkpoints "
+        f"({_mb(stats['stored_bytes'])} stored of {_mb(stats['raw_bytes'])}), "
+        f"overhead {100 * stats['overhead']:.1f}% -> {session.store_path}",
+        file=sys.stderr,
+    )
+    if log_error:
+        print(f"florql: error: {log_error}", file=sys.stderr)
+        return 2
+    return outcome.exit_code
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def resume_main(args: Any) -> int:
+    """`florql record --resume RUN`: continue a crashed run from its last checkpoint."""
+    from florql_storage import Store
+
+    from florql.resume import ResumeSession, check_resumable, choose_checkpoint
+
+    if args.script:
+        raise BadInputError("--resume RUN re-runs the recorded script; do not give a SCRIPT too")
+    store = Store.open(args.store, create=False)
+    try:
+        run = store.runs().get(args.resume)
+        check_resumable(run, args.resume)
+        ckpt = choose_checkpoint(store, args.resume)
+    finally:
+        store.close()
+    meta = run.meta or {}
+    script = meta.get("script")
+    if not script or not os.path.isfile(script):
+        raise BadInputError(f"the script of run {args.resume} ({script}) no longer exists")
+    if ckpt is None:
+        print(
+            f"florql: warning: run {args.resume} has no complete checkpoint; "
+            "restarting it from the beginning",
+            file=sys.stderr,
+        )
+    session = ResumeSession(args.store, run, ckpt)
+    _warn_if_changed(session, meta)
+    saved = os.getcwd()
+    if meta.get("cwd") and os.path.isdir(meta["cwd"]):
+        os.chdir(meta["cwd"])
+    try:
+        session.start()
+        return _run_recorded(session, script, session.argv)
+    finally:
+        os.chdir(saved)
+
+
+def _warn_if_changed(session: Any, meta: dict) -> None:
+    from florql import sources
+
+    now = sources.source_hash(sources.collect(meta["script"]))
+    if meta.get("source_hash") and now != meta["source_hash"]:
+        print(
+            "florql: warning: the script or its local modules changed since the run was "
+            "recorded; the resumed part runs the current code",
+            file=sys.stderr,
+        )
+
+
+# --- runs and check ------------------------------------------------------------------------------
+
+RUN_COLUMNS = ["run_id", "script", "status", "started", "ended", "values", "checkpoints", "args"]
+
+
+def run_rows(store: Any) -> list[dict[str, Any]]:
+    """One dict per run (RUN_COLUMNS), oldest first."""
+    ckpts: dict[str, int] = {}
+    for c in store.checkpoints():
+        ckpts[c.run_id] = ckpts.get(c.run_id, 0) + 1
+    rows = []
+    for rid, info in sorted(store.runs().items(), key=lambda kv: kv[1].begin_lsn):
+        meta, end = info.meta or {}, info.end or {}
+        stats = end.get("stats") or {}
+        values = stats.get("values")
+        if values is None or end.get("resumed"):
+            values = _count_values(store, rid, info.begin_lsn)
+        rows.append(
+            {
+                "run_id": rid,
+                "script": os.path.basename(meta.get("script") or ""),
+                "status": info.status,
+                "started": _time(meta.get("started_at")),
+                "ended": _time(end.get("ended_at")),
+                "values": values,
+                "checkpoints": ckpts.get(rid, 0),
+                "args": {**(meta.get("args") or {}), **(end.get("args") or {})},
+            }
+        )
+    return rows
+
+
+def _count_values(store: Any, run_id: str, begin_lsn: int) -> int:
+    """Recorded values of a run, minus those a resume superseded (seq above the resume's)."""
+    values, resumes = [], []
+    for r in store.records_after(run_id, begin_lsn, kinds=[VALUE, RUN_RESUME]):
+        if r.kind == RUN_RESUME:
+            resumes.append((r.lsn, r.body["seq"]))
+        elif not r.body[6]:
+            values.append((r.lsn, r.body[1]))
+    return sum(1 for lsn, seq in values if not any(seq > s and lsn < rl for rl, s in resumes))
+
+
+def _time(t: Any) -> str:
+    if not isinstance(t, (int, float)):
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def runs_main(args: Any) -> int:
+    """`florql runs`: list the store's runs as a table, csv or json."""
+    from florql_storage import Store
+
+    if not os.path.isdir(args.store):
+        raise BadInputError(f"no store at {args.store}; record a run first or pass --store DIR")
+    store = Store.open(args.store, create=False)
+    try:
+        rows = run_rows(store)
+    finally:
+        store.close()
+    sys.stdout.write(format_rows(rows, args.format))
+    return 0
+
+
+def format_rows(rows: list[dict[str, Any]], fmt: str) -> str:
+    """Render run rows.
+
+    >>> print(format_rows([{"run_id": "r1", "values": 3, "args": {"lr": 0.1}}], "csv"), end="")
+    run_id,values,args
+    r1,3,"{""lr"": 0.1}"
+    """
+    if fmt == "json":
+        return json.dumps(rows, indent=1) + "\n"
+    cols = list(rows[0]) if rows else RUN_COLUMNS
+    cells = [[_cell(r.get(c)) for c in cols] for r in rows]
+    if fmt == "csv":
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(cols)
+        w.writerows(cells)
+        return out.getvalue()
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
+    lines += [
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    if not rows:
+        lines.append("(no runs)")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, dict):
+        return json.dumps(v)
+    return "" if v is None else str(v)
+
+
+def check_main(args: Any) -> int:
+    """`florql check`: verify every record and page; exit 1 when anything is damaged."""
+    from florql_storage import Store
+
+    if not os.path.isdir(args.store):
+        raise BadInputError(f"no store at {args.store}; pass --store DIR")
+    try:
+        store = Store.open(args.store, create=False)
+    except FlorqlError as e:
+        print(f"florql: store {args.store} cannot be opened: {e}", file=sys.stderr)
+        return 1
+    try:
+        problems = store.check()
+    finally:
+        store.close()
+    for p in problems:
+        print(
+            f"{p.kind}: segment {p.segment} offset {p.offset} lsn {p.lsn}: {p.message}",
+            file=sys.stderr,
+        )
+    if problems:
+        print(f"florql: {len(problems)} problem(s) found in {args.store}", file=sys.stderr)
+        return 1
+    print(f"florql: {args.store} is clean", file=sys.stderr)
+    return 0

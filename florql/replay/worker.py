@@ -1,0 +1,37 @@
+"""Replay worker entry point: `python -m florql.replay.worker TASK.json`.
+
+Reads one replay task (docs/INTERFACES.md §3), executes it with `florql.runner.run_task` and
+writes the result file the task names. Exit code 0 when the task completed, 1 when the script
+failed (the result holds `error`), 2 for an unreadable or malformed task.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m florql.replay.worker TASK.json", file=sys.stderr)
+        return 2
+    from florql.errors import FlorqlError
+    from florql.runner import run_task
+
+    try:
+        with open(args[0], encoding="utf-8") as f:
+            task = json.load(f)
+        result = run_task(task)
+    except (OSError, ValueError) as e:
+        print(f"florql: error: cannot read replay task {args[0]}: {e}", file=sys.stderr)
+        return 2
+    except FlorqlError as e:
+        print(f"florql: error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 1 if result.get("error") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

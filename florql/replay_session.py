@@ -1,0 +1,253 @@
+"""A session in replay mode: executes one replay task (docs/INTERFACES.md §3).
+
+The script runs with the recorded args. The outer loop yields only the iterations named in the
+task's steps. For `skip_inner` and `silent_tail` the first inner loop of the iteration restores
+the step's checkpoint (registered objects, RNG, script variables) and yields nothing; `execute`
+runs the iteration in full from the state the previous step left. After the last step the
+script is stopped (`runner.StopScript`) unless `run_to_end`.
+
+What is logged: values of `new_names` become VALUE records carrying the task's replay_id, one
+atomic frame per outer iteration; values of `check_names` are compared with the recorded values
+at the same loop context, in order (fidelity); everything else is dropped. A `silent_tail`
+iteration logs nothing. Values logged before the outer loop are kept only when the task starts
+at iteration 0 with `execute`, after it only with `run_to_end`, so that parallel workers never
+write them twice. Nothing else is written: no RUN_BEGIN/RUN_END, no checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from types import FrameType
+from typing import Any
+
+from florql.errors import BadInputError
+from florql.runner import StopScript
+from florql.session import RUN_RESUME, VALUE, Session, _Loop
+from florql.values import SCALARS, to_loggable
+
+ACTIONS = ("skip_inner", "silent_tail", "execute")
+
+
+class ReplaySession(Session):
+    muted = True  # no LOOP/RNG/STATE records, no checkpoints
+
+    def __init__(self, task: dict[str, Any]) -> None:
+        for key in ("replay_id", "run_id", "store", "script", "steps"):
+            if key not in task:
+                raise BadInputError(f"replay task has no {key!r}; see docs/INTERFACES.md §3")
+        super().__init__(
+            task["store"], script=os.path.abspath(task["script"]), argv=task.get("argv") or []
+        )
+        self.task = task
+        self.run_id = task["run_id"]
+        self.replay_id = task["replay_id"]
+        self.overrides = dict(task.get("args") or {})
+        self.steps = {int(s["iteration"]): s for s in task["steps"]}
+        for s in task["steps"]:
+            if s.get("action") not in ACTIONS:
+                raise BadInputError(
+                    f"replay step {s} has action {s.get('action')!r}; use one of {ACTIONS}"
+                )
+        self.last_step = max(self.steps) if self.steps else -1
+        self.new_names = set(task.get("new_names") or ())
+        self.check_names = set(task.get("check_names") or ())
+        self.tolerance = float(task.get("tolerance") or 0.0)
+        self.run_to_end = bool(task.get("run_to_end"))
+        first = min(self.steps) if self.steps else None
+        self._keep_pre = first == 0 and self.steps[0]["action"] == "execute"
+        self._phase = "pre"  # pre -> loop -> post
+        self._action: str | None = None
+        self._pending: Any = None  # checkpoint to restore at the first inner loop
+        self._frame_buf: list = []
+        self._ckpts: dict[str, Any] = {}
+        self._recorded: dict[tuple, list] = {}
+        self._seen: dict[tuple, int] = {}
+        self.executed: list[int] = []
+        self.written = 0
+        self.checked = 0
+        self.matched = 0
+        self.first_mismatch: dict[str, Any] | None = None
+        self.warnings: list[str] = []
+
+    def start(self) -> None:
+        from florql_storage import Store
+
+        self.store = Store.open(self.store_path, create=False)
+        self.writer = self.store.writer()
+        runs = self.store.runs()
+        if self.run_id not in runs:
+            raise BadInputError(f"run {self.run_id} is not in store {self.store_path}")
+        self.run_info = runs[self.run_id]
+        self._ckpts = {c.ckpt_id: c for c in self.store.checkpoints(self.run_id)}
+        if self.check_names:
+            self._recorded = _recorded_values(self.store, self.run_id, self.check_names)
+
+    def extra_path(self) -> list[str]:
+        """The recorded script's folder, so the spliced copy finds the run's local modules."""
+        script = (self.run_info.meta or {}).get("script")
+        return [os.path.dirname(script)] if script else []
+
+    # --- hooks -------------------------------------------------------------------------------
+
+    def outer_wants(self, iteration: int, frame: FrameType) -> bool:
+        self._phase = "loop"
+        step = self.steps.get(iteration)
+        if step is None:
+            if iteration > self.last_step and not self.run_to_end:
+                raise StopScript()
+            return False
+        self._action = step["action"]
+        if self._action == "execute":
+            if not self.executed and iteration != 0:
+                raise BadInputError(
+                    f"replay step execute at iteration {iteration} comes first; an execute step "
+                    "needs the state a previous step left (silent_tail of the iteration before), "
+                    "or iteration 0"
+                )
+            return self._run(iteration)
+        ckpt = self._checkpoint(step.get("checkpoint"))
+        if ckpt.meta.get("phase") == "iter_end":
+            # The checkpoint is the state at the end of this iteration: nothing left to run.
+            self.restore(ckpt, None)
+            self.executed.append(iteration)
+            if iteration == self.last_step and not self.run_to_end:
+                raise StopScript()
+            return False
+        self._pending = ckpt
+        return self._run(iteration)
+
+    def _run(self, iteration: int) -> bool:
+        self.executed.append(iteration)
+        return True
+
+    def outer_begin(self, lp: _Loop) -> None:
+        pass
+
+    def inner_start(self, outer: _Loop, frame: FrameType) -> bool:
+        ckpt, self._pending = self._pending, None
+        if ckpt is None:
+            return False
+        self.restore(ckpt, frame)
+        return True
+
+    def inner_end(self, outer: _Loop, frame: FrameType) -> None:
+        pass
+
+    def outer_end(self, lp: _Loop, frame: FrameType) -> None:
+        self._commit()
+        if lp.iteration == self.last_step and not self.run_to_end:
+            raise StopScript()
+
+    def outer_done(self) -> None:
+        self._commit()
+        self._phase = "post"
+        self._action = None
+
+    # --- logging -----------------------------------------------------------------------------
+
+    def log(self, name: str, value: Any) -> Any:
+        v = value if type(value) in SCALARS else to_loggable(name, value)
+        if not self._keeps():
+            return value
+        if name in self.new_names:
+            seq = next(self._counter)
+            self._frame_buf.append(
+                (VALUE, [self.run_id, seq, name, v, self._ctx, time.time(), self.replay_id])
+            )
+        if name in self.check_names:
+            self._check(name, v)
+        return value
+
+    def _keeps(self) -> bool:
+        if self._phase == "pre":
+            return self._keep_pre
+        if self._phase == "post":
+            return self.run_to_end
+        return self._action in ("execute", "skip_inner")
+
+    def _check(self, name: str, value: Any) -> None:
+        key = (name, _ctx_key(self._ctx))
+        j = self._seen.get(key, 0)
+        self._seen[key] = j + 1
+        recorded = self._recorded.get(key, [])
+        if j >= len(recorded):
+            return  # nothing recorded here to compare with
+        self.checked += 1
+        if _same(recorded[j], value, self.tolerance):
+            self.matched += 1
+        elif self.first_mismatch is None:
+            self.first_mismatch = {
+                "name": name,
+                "ctx": [list(c) for c in self._ctx],
+                "recorded": recorded[j],
+                "replayed": value,
+            }
+
+    def _commit(self) -> None:
+        if self._frame_buf:
+            entries, self._frame_buf = self._frame_buf, []
+            self.writer.append_many(entries, atomic=True)
+            self.writer.flush()
+            self.written += len(entries)
+
+    def _checkpoint(self, ckpt_id: Any) -> Any:
+        if ckpt_id not in self._ckpts:
+            raise BadInputError(f"checkpoint {ckpt_id!r} of run {self.run_id} does not exist")
+        return self._ckpts[ckpt_id]
+
+    def finish(self, error: str | None) -> dict[str, Any]:
+        """Write what is left, close the store, and return the result dict."""
+        self._commit()
+        self.writer.close()
+        self.store.close()
+        result = {
+            "replay_id": self.replay_id,
+            "executed": self.executed,
+            "inner_iterations": self.inner_iterations,
+            "values": self.written,
+            "fidelity": {
+                "checked": self.checked,
+                "matched": self.matched,
+                "first_mismatch": self.first_mismatch,
+            },
+            "warnings": self.warnings,
+        }
+        if error:
+            result["error"] = error
+        return result
+
+
+def _ctx_key(ctx: Any) -> tuple:
+    return tuple((c[0], c[1]) for c in ctx)
+
+
+def _same(a: Any, b: Any, tol: float) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            return a == b or math.isclose(a, b, rel_tol=tol, abs_tol=tol)
+        return False
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y, tol) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def _recorded_values(store: Any, run_id: str, names: set[str]) -> dict[tuple, list]:
+    """Recorded (not replayed) values of `names`, by (name, ctx), in seq order, minus the
+    values a resume superseded."""
+    rows = []
+    resumes = []
+    for rec in store.scan(kinds=[VALUE, RUN_RESUME], run_id=run_id):
+        if rec.kind == RUN_RESUME:
+            resumes.append((rec.lsn, rec.body["seq"]))
+            continue
+        rid, seq, name, value, ctx, _t, replay_id = rec.body
+        if rid == run_id and name in names and not replay_id:
+            rows.append((rec.lsn, seq, name, value, ctx))
+    out: dict[tuple, list] = {}
+    for lsn, seq, name, value, ctx in sorted(rows, key=lambda r: r[1]):
+        if any(seq > rseq and lsn < rlsn for rlsn, rseq in resumes):
+            continue
+        out.setdefault((name, _ctx_key(ctx)), []).append(value)
+    return out

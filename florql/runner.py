@@ -1,0 +1,148 @@
+"""Runs a training script as `__main__` in this interpreter, and runs replay tasks.
+
+`run_script` behaves like `python SCRIPT ARGS`: the same `sys.argv`, `__name__ == "__main__"`,
+the script's folder first on `sys.path`, exit code from `SystemExit`, and an uncaught exception
+printed as Python prints it (florql's own frames left out). `run_task` executes one replay task
+(docs/INTERFACES.md §3) and writes its result file.
+
+>>> import os, tempfile
+>>> d = tempfile.mkdtemp(); p = os.path.join(d, "s.py")
+>>> _ = open(p, "w").write("import sys\\nprint(__name__, sys.argv[1:])\\nsys.exit(3)\\n")
+>>> run_script(p, [p, "--x"]).exit_code
+__main__ ['--x']
+3
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from florql.errors import BadInputError
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+class StopScript(BaseException):
+    """Raised out of a loop generator to end a script early (a replay task's last step)."""
+
+
+@dataclass
+class Outcome:
+    """How a script run ended: `exit_code`, and the exception that ended it (or None)."""
+
+    exit_code: int
+    exception: BaseException | None = None
+    error: str | None = None
+
+
+def compile_check(script: str) -> None:
+    """Raise BadInputError unless `script` is a readable Python file that compiles."""
+    if not os.path.exists(script):
+        raise BadInputError(f"script {script} does not exist; give the path of a Python file")
+    if not os.path.isfile(script):
+        raise BadInputError(f"{script} is not a file; give the path of a Python script")
+    try:
+        with open(script, "rb") as f:
+            source = f.read()
+        compile(source, script, "exec")
+    except SyntaxError as e:
+        raise BadInputError(
+            f"{script} is not valid Python: line {e.lineno}: {e.msg}; fix the script or "
+            "give the right file"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise BadInputError(f"cannot read {script} as a Python script: {e}") from None
+
+
+def run_script(script: str, argv: list[str], extra_path: list[str] | None = None) -> Outcome:
+    """Run `script` as __main__ with `sys.argv = argv`; never raises for the script's errors."""
+    script = os.path.abspath(script)
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv = list(argv)
+    sys.path.insert(0, os.path.dirname(script))
+    for p in extra_path or []:
+        if p not in sys.path:
+            sys.path.insert(1, p)
+    try:
+        runpy.run_path(script, run_name="__main__")
+        return Outcome(0)
+    except StopScript:
+        return Outcome(0)
+    except SystemExit as e:
+        return _exit_outcome(e)
+    except BaseException as e:
+        _print_traceback(e, script)
+        text = "".join(traceback.format_exception_only(type(e), e)).strip()
+        return Outcome(130 if isinstance(e, KeyboardInterrupt) else 1, e, text)
+    finally:
+        sys.argv = saved_argv
+        sys.path[:] = saved_path
+
+
+def _exit_outcome(e: SystemExit) -> Outcome:
+    code = e.code
+    if code is None:
+        return Outcome(0)
+    if isinstance(code, int):
+        return Outcome(code, None if code == 0 else e, None if code == 0 else f"SystemExit({code})")
+    print(code, file=sys.stderr)
+    return Outcome(1, e, f"SystemExit({code!r})")
+
+
+def _print_traceback(e: BaseException, script: str) -> None:
+    """Print `e` as Python would for the script: frames from the script's first one on."""
+    tb = e.__traceback__
+    first = tb
+    while first is not None and first.tb_frame.f_code.co_filename != script:
+        first = first.tb_next
+    traceback.print_exception(type(e), e, first or tb)
+
+
+def florql_frame_error(e: BaseException) -> str | None:
+    """For a TypeError raised inside florql.log: one line naming the value and script line."""
+    if not isinstance(e, TypeError) or not str(e).startswith("florql.log("):
+        return None
+    where = ""
+    for frame, lineno in traceback.walk_tb(e.__traceback__):
+        path = frame.f_code.co_filename
+        if not path.startswith(_PACKAGE_DIR) and "runpy" not in path and "<frozen" not in path:
+            where = f" ({os.path.basename(path)} line {lineno})"
+    return f"{e}{where}"
+
+
+# --- replay tasks ------------------------------------------------------------------------------
+
+
+def run_task(task: dict[str, Any]) -> dict[str, Any]:
+    """Execute one replay task (docs/INTERFACES.md §3); write and return its result dict.
+
+    Raises BadInputError for a malformed task. A script error is reported in the result
+    (`error`) rather than raised.
+    """
+    from florql import session as session_mod
+    from florql.replay_session import ReplaySession
+
+    rs = ReplaySession(task)
+    rs.start()
+    session_mod.install(rs)
+    saved_cwd = os.getcwd()
+    try:
+        os.chdir(task.get("cwd") or saved_cwd)
+        outcome = run_script(task["script"], task.get("argv") or [task["script"]], rs.extra_path())
+    finally:
+        os.chdir(saved_cwd)
+        session_mod.install(None)
+    result = rs.finish(outcome.error)
+    path = task.get("result_path")
+    if path:
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(result, f)
+        os.replace(tmp, path)
+    return result
