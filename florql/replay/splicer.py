@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import dataclasses
 import difflib
 import hashlib
 from collections.abc import Mapping
@@ -73,6 +74,9 @@ class NewStatement:
     `loops` are the `florql.loop` names around it, outermost first ("" for a loop that is not a
     florql loop), following calls of the function it sits in when those all come from one loop
     context; None when that cannot be known statically (the planner then re-executes).
+    `after_inner` is True when, in the body of its innermost florql loop, a statement holding
+    another florql loop comes before it: an outer-loop statement after the inner loop, which a
+    checkpoint taken at the inner loop's end can replay without running the inner loop.
     """
 
     names: tuple[str, ...]
@@ -82,6 +86,7 @@ class NewStatement:
     loops: tuple[str, ...] | None
     function: str | None
     text: str
+    after_inner: bool = False  # a florql loop precedes it inside its innermost florql loop
 
 
 @dataclass
@@ -103,6 +108,7 @@ class _Ctx:
     loops: tuple[str, ...]
     function: str | None
     scopes: tuple[ast.AST, ...]  # recorded module and enclosing function defs
+    after_inner: bool = False
 
 
 def new_names(recorded: Mapping[str, str], current: Mapping[str, str | None]) -> set[str]:
@@ -227,7 +233,8 @@ class _FileSplice:
             if id(s) not in unit_ids:
                 gap += 1
             elif self._wanted(s):
-                self._place(s, rec_body, _position(ops, gap), ctx)
+                pos = _position(ops, gap)
+                self._place(s, rec_body, pos, self._after(ctx, rec_body, pos))
         for i, s in enumerate(rest):
             if not contains_new_log(s, self.aliases, self.fresh) or not self._wanted(s):
                 continue
@@ -237,7 +244,13 @@ class _FileSplice:
                     s,
                     "the block or statement around it has no counterpart in the recorded code; keep the surrounding code as recorded",
                 )
-            self._descend(s, rec_body[j], cur_sigs[i] == rec_sigs[j], ctx)
+            self._descend(s, rec_body[j], cur_sigs[i] == rec_sigs[j], self._after(ctx, rec_body, j))
+
+    def _after(self, ctx: _Ctx, rec_body: list[ast.stmt], pos: int) -> _Ctx:
+        if pos == _AMBIGUOUS or ctx.after_inner:
+            return ctx
+        after = any(_has_florql_loop(r, self.aliases) for r in rec_body[:pos])
+        return dataclasses.replace(ctx, after_inner=after)
 
     def _descend(self, cur: ast.stmt, rec: ast.stmt, same: bool, ctx: _Ctx) -> None:
         if any(contains_new_log(p, self.aliases, self.fresh) for p in own_parts(cur)):
@@ -369,13 +382,11 @@ class _FileSplice:
         self.statements.sort(key=lambda s: s.line)
 
     def _statement(self, stmt: ast.stmt, ctx: _Ctx, line: int | None) -> NewStatement:
-        loops: tuple[str, ...] | None = ctx.loops
-        if ctx.function is not None:
-            outer = _call_site_loops(self.rec_tree, ctx.function, self.aliases, depth=0)
-            loops = None if outer is None else outer + ctx.loops
+        where = _through(self.rec_tree, ctx.function, ctx.loops, ctx.after_inner, self.aliases, 0)
+        loops, after = (None, False) if where is None else where
         text = ast.get_source_segment(self.cur_text, stmt) or ast.unparse(stmt)
         names = tuple(sorted(self._names_in(stmt)))
-        return NewStatement(names, self.path, stmt.lineno, line, loops, ctx.function, text)
+        return NewStatement(names, self.path, stmt.lineno, line, loops, ctx.function, text, after)
 
     def other_edits(self) -> list[str]:
         rec = _code_lines(self.rec_text.splitlines(), set())
@@ -452,22 +463,28 @@ def _position(ops: list, gap: int) -> int:
 
 def _inner_ctx(cur: ast.stmt, rec: ast.stmt, ctx: _Ctx, aliases: Aliases) -> _Ctx:
     name = loop_name(cur, aliases)
-    loops = ctx.loops + (name,) if name is not None else ctx.loops
     if isinstance(rec, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        return _Ctx((), rec.name, (*ctx.scopes, rec))
-    return _Ctx(loops, ctx.function, ctx.scopes)
+        return _Ctx((), rec.name, (*ctx.scopes, rec), False)
+    if name is not None:
+        return _Ctx(ctx.loops + (name,), ctx.function, ctx.scopes, False)
+    return _Ctx(ctx.loops, ctx.function, ctx.scopes, ctx.after_inner)
 
 
-def _call_site_loops(
+def _has_florql_loop(stmt: ast.stmt, aliases: Aliases) -> bool:
+    return any(isinstance(n, ast.stmt) and bool(loop_name(n, aliases)) for n in ast.walk(stmt))
+
+
+def _call_site(
     tree: ast.Module, function: str, aliases: Aliases, depth: int
-) -> tuple[str, ...] | None:
-    """The loop context of every call of `function` in `tree`, if they all agree."""
+) -> tuple[tuple[str, ...], bool] | None:
+    """(loops, after_inner) of every call of `function` in `tree`, if all calls agree."""
     if depth > 4:
         return None
-    found: set[tuple[str, ...] | None] = set()
+    found: set[tuple[tuple[str, ...], bool] | None] = set()
 
-    def visit(body: list[ast.stmt], loops: tuple[str, ...], fn: str | None) -> None:
-        for stmt in body:
+    def visit(body: list[ast.stmt], loops: tuple[str, ...], fn: str | None, after: bool) -> None:
+        for idx, stmt in enumerate(body):
+            here = after or any(_has_florql_loop(b, aliases) for b in body[:idx])
             for part in own_parts(stmt) if is_compound(stmt) else [stmt]:
                 for n in ast.walk(part):
                     if (
@@ -475,24 +492,37 @@ def _call_site_loops(
                         and isinstance(n.func, ast.Name)
                         and n.func.id == function
                     ):
-                        outer: tuple[str, ...] | None = ()
-                        if fn is not None:
-                            outer = _call_site_loops(tree, fn, aliases, depth + 1)
-                        found.add(None if outer is None else outer + loops)
-            if is_compound(stmt):
-                if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    for _, b in child_bodies(stmt):
-                        visit(b, (), stmt.name)
-                    continue
-                name = loop_name(stmt, aliases)
-                inner = loops + (name,) if name is not None else loops
+                        found.add(_through(tree, fn, loops, here, aliases, depth))
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 for _, b in child_bodies(stmt):
-                    visit(b, inner, fn)
+                    visit(b, (), stmt.name, False)
+            elif is_compound(stmt):
+                name = loop_name(stmt, aliases)
+                for _, b in child_bodies(stmt):
+                    if name is None:
+                        visit(b, loops, fn, here)
+                    else:
+                        visit(b, loops + (name,), fn, False)
 
-    visit(tree.body, (), None)
-    if len(found) != 1:
+    visit(tree.body, (), None, False)
+    return found.pop() if len(found) == 1 else None
+
+
+def _through(
+    tree: ast.Module,
+    fn: str | None,
+    loops: tuple[str, ...],
+    after: bool,
+    aliases: Aliases,
+    depth: int,
+) -> tuple[tuple[str, ...], bool] | None:
+    """Context of a position inside function `fn` (None: module level), seen from its callers."""
+    if fn is None:
+        return loops, after
+    outer = _call_site(tree, fn, aliases, depth + 1)
+    if outer is None:
         return None
-    return found.pop()
+    return outer[0] + loops, (after if loops else (outer[1] or after))
 
 
 def _all_bodies(tree: ast.Module) -> list[list[ast.stmt]]:

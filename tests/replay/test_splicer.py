@@ -194,3 +194,17 @@ def test_one_line_block_falls_back_to_regenerated_code_that_parses_as_intended()
 def test_missing_current_file_is_an_edit_and_the_recorded_version_replays() -> None:
     s = splice({"train.py": V1}, {"train.py": None})
     assert s.sources == {"train.py": V1} and "missing" in s.other_edits[0]
+
+
+def test_position_relative_to_the_inner_loop_is_known() -> None:
+    before = _edit(V1, 'for epoch in florql.loop("epoch"', '    florql.log("start", model)')
+    after = _edit(V1, 'florql.log("acc", acc)', '    florql.log("end", model)')
+    in_fn = _edit(V1, "total = model * 2", '    florql.log("total", total)')
+    flags = [
+        splice({"train.py": V1}, {"train.py": v}).statements[0] for v in (before, after, in_fn)
+    ]
+    assert [(s.loops, s.after_inner) for s in flags] == [
+        (("epoch",), False),
+        (("epoch",), True),
+        (("epoch",), True),
+    ]

@@ -1,0 +1,578 @@
+"""Hindsight replay end to end: find new statements, plan, run workers, check fidelity, keep results.
+
+`plan(store_path, names, selection)` answers "what would it take" without running anything
+(`florql explain`); `ensure(...)` does the work and returns a `Report` (INTERFACES §4). Both
+take the same steps first (`prepare`):
+
+1. For each run (its RUN_BEGIN has `script`, `cwd`, `sources`): read the current version of each
+   recorded source file (relative to the script's folder, or to SCRIPT's folder when the caller
+   names the current script) and splice the new statements that log wanted names into the
+   recorded code (`splicer.py`). Names no current code logs end up in `unresolved`.
+2. Summarise each run (`history.py`), drop the iterations earlier replays covered, and plan
+   (`planner.py`) under the caller's selection.
+
+`ensure` then writes the spliced sources to a private temporary folder (the user's checkout is
+never touched), appends REPLAY_BEGIN per run (names, iterations, code hash), runs the tasks on
+`executor.py`'s pool, and appends REPLAY_END with the fidelity of the recomputed values. Values
+are written by the workers, one atomic frame per iteration, so a crash leaves whole iterations;
+a later request counts those as covered and does not replay them again.
+
+Warnings (missing checkpoints, diverged fidelity, edits that were not replayed) are returned in
+`Report.warnings` and printed on stderr as `florql: warning: ...` lines; callers need not print
+them again.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from florql.errors import BadInputError, ReplayError
+from florql.replay import executor, history, planner
+from florql.replay.progress import Progress
+from florql.replay.splicer import Splice, splice
+from florql.replay.syntax import logged_names
+
+_HISTORY_KINDS = [
+    history.LOOP,
+    history.LOOP_END,
+    history.RUN_END,
+    history.REPLAY_BEGIN,
+    history.REPLAY_END,
+]
+
+
+@dataclass
+class Report:
+    """What `ensure` did (INTERFACES §4)."""
+
+    unresolved: set[str] = field(default_factory=set)
+    replayed_values: int = 0
+    iterations: int = 0
+    inner_iterations: int = 0
+    runs: list[str] = field(default_factory=list)
+    fidelity: dict[str, Any] = field(
+        default_factory=lambda: {"checked": 0, "matched": 0, "first_mismatch": None}
+    )
+    diverged: bool = False
+    warnings: list[str] = field(default_factory=list)
+    other_edits: list[str] = field(default_factory=list)
+    tasks: int = 0
+    executed: dict[str, list[int]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def replayed(self) -> int:
+        """Alias of `replayed_values` (the name INTERFACES §4 uses)."""
+        return self.replayed_values
+
+    def summary(self) -> str:
+        """One line for a terminal."""
+        if not self.tasks:
+            return "nothing to replay: every selected value is already stored"
+        fid = self.fidelity
+        check = f"; fidelity {fid['matched']}/{fid['checked']} recomputed values matched"
+        return (
+            f"replayed {self.replayed_values} values over {self.iterations} iterations of "
+            f"{len(self.runs)} run(s) in {self.seconds:.1f}s with {self.tasks} task(s){check}"
+        )
+
+
+@dataclass
+class RunJob:
+    """One run's share of a request."""
+
+    history: history.RunHistory
+    splice: Splice
+    names: set[str]
+    placement: str
+    check_names: set[str]
+
+
+@dataclass
+class HindsightPlan:
+    """What a request would replay; `describe()` is `florql explain`'s text."""
+
+    store_path: str
+    names: list[str]
+    jobs: dict[str, RunJob]
+    plan: planner.Plan
+    unresolved: set[str]
+    warnings: list[str]
+
+    @property
+    def other_edits(self) -> list[str]:
+        seen: list[str] = []
+        for job in self.jobs.values():
+            seen += [e for e in job.splice.other_edits if e not in seen]
+        return seen
+
+    def describe(self) -> str:
+        lines = [f"hindsight replay of {', '.join(self.names) or '(nothing)'}"]
+        if self.unresolved:
+            lines.append(f"  no current code logs: {', '.join(sorted(self.unresolved))}")
+        full = 0.0
+        for rp in self.plan.runs:
+            job = self.jobs[rp.run_id]
+            h = job.history
+            full += h.total_seconds
+            where = {
+                "outer": "per-epoch (after the inner loop): restore and skip the inner loop",
+                "execute": "re-execute whole iterations",
+                "after": "after the loop: restore the last state and run to the end",
+            }[rp.placement]
+            lines.append(
+                f"run {rp.run_id}: {len(rp.selected)} of {len(h.iterations)} {h.outer} "
+                f"iterations selected{_span(rp.selected)}; {where}"
+            )
+            lines.append(
+                f"  {len(rp.executed)} iterations executed ({rp.inner_iterations} inner "
+                f"iterations), {len(rp.checkpoints_used)} checkpoints used, {len(rp.tasks)} task(s)"
+            )
+            for st in job.splice.statements:
+                lines.append(f"  + {st.file}:{st.line} {st.text.splitlines()[0].strip()}")
+        if not self.plan.runs:
+            lines.append("nothing to replay: every selected value is already stored")
+        else:
+            est = self.plan.estimate_seconds()
+            lines.append(
+                f"estimate: {est:.1f}s with {self.plan.workers} worker(s); "
+                f"re-training these runs took {full:.1f}s"
+            )
+        lines += [f"  not replayed: {e}" for e in self.other_edits]
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def plan(
+    store_path: str,
+    names: Iterable[str],
+    selection: Any,
+    workers: int | None = None,
+    *,
+    script: str | None = None,
+    runs: Sequence[str] | None = None,
+) -> HindsightPlan:
+    """Plan the replay of `names` under `selection`, running nothing (INTERFACES §4)."""
+    from florql_storage import Store
+
+    store = Store.open(os.path.abspath(store_path), create=False)
+    try:
+        return prepare(store, names, selection, workers, script=script, runs=runs)
+    finally:
+        store.close()
+
+
+def prepare(
+    store: Any,
+    names: Iterable[str],
+    selection: Any,
+    workers: int | None,
+    *,
+    script: str | None = None,
+    runs: Sequence[str] | None = None,
+) -> HindsightPlan:
+    """Splice, summarise and plan against an open store."""
+    wanted = sorted(set(names))
+    nworkers = workers or executor.default_workers()
+    if nworkers < 1:
+        raise BadInputError(f"--workers must be at least 1, not {nworkers}")
+    infos = store.runs()
+    ids = _chosen_runs(infos, runs)
+    warnings: list[str] = []
+    splices: dict[str, Splice] = {}
+    cache: dict[tuple, Splice] = {}
+    for rid in ids:
+        meta = infos[rid].meta or {}
+        recorded = dict(meta.get("sources") or {})
+        if not recorded:
+            warnings.append(f"run {rid} recorded no source code; it cannot be replayed")
+            continue
+        current = current_sources(meta, script)
+        key = (tuple(sorted(recorded.items())), tuple(sorted(current.items(), key=str)))
+        if key not in cache:
+            cache[key] = splice(recorded, current, set(wanted))
+        splices[rid] = cache[key]
+    resolvable = set().union(*(s.names for s in splices.values())) if splices else set()
+    unresolved = set(wanted) - resolvable
+    admitted = [rid for rid in splices if splices[rid].names and selection.admits(rid, {})]
+    for rid in admitted:
+        if infos[rid].status == "running":
+            warnings.append(f"run {rid} is still running; replay it once it has ended")
+    admitted = [rid for rid in admitted if infos[rid].status != "running"]
+    histories = _histories(store, admitted, infos)
+    jobs: dict[str, RunJob] = {}
+    wants = []
+    for rid in admitted:
+        s, h = splices[rid], histories[rid]
+        placement, note = _placement(s, h)
+        if note:
+            warnings.append(note)
+        run_names = s.names & set(wanted)
+        done = set.intersection(*(h.covered(n) for n in run_names)) if run_names else set()
+        recorded_names = set().union(
+            *(logged_names(_parse(t)) for t in (h.meta.get("sources") or {}).values())
+        )
+        jobs[rid] = RunJob(h, s, run_names, placement, recorded_names - s.names)
+        wants.append((h, run_names, placement, done))
+        for r in h.diverged_replays(run_names):
+            warnings.append(
+                f"stored replayed values of {', '.join(sorted(r.names & run_names))} in run {rid} "
+                f"diverged from the recording when they were replayed ({r.replay_id})"
+            )
+    p = planner.plan_runs(wants, selection.admits, nworkers)
+    warnings += p.warnings
+    jobs = {rid: job for rid, job in jobs.items() if any(r.run_id == rid for r in p.runs)}
+    return HindsightPlan(
+        store.path if hasattr(store, "path") else "", wanted, jobs, p, unresolved, warnings
+    )
+
+
+def ensure(
+    store_path: str,
+    names: Iterable[str],
+    selection: Any,
+    workers: int | None = None,
+    progress: bool = True,
+    *,
+    script: str | None = None,
+    runs: Sequence[str] | None = None,
+    tolerance: float = 0.0,
+    worker_command: Sequence[str] | None = None,
+) -> Report:
+    """Replay what is needed so that `names` are stored for every row `selection` admits.
+
+    Args:
+        store_path: the store folder.
+        names: variables to produce (the SQL layer passes those no run logged).
+        selection: has `admits(run_id, {loop: value}) -> bool` (INTERFACES §4).
+        workers: worker processes (default: CPU cores, or GPUs when CUDA is present).
+        progress: draw a progress bar on stderr when it is a terminal.
+        script: the current version of the script (default: each run's recorded path).
+        runs: only these run ids.
+        tolerance: relative and absolute tolerance of the fidelity check (0: exact).
+    Returns:
+        A `Report`; names no current code logs are in `unresolved` (not an error here).
+    Raises:
+        ReplayError: a new statement cannot be placed, or a worker failed.
+    """
+    from florql_storage import Store
+
+    t0 = time.monotonic()
+    store_path = os.path.abspath(store_path)
+    store = Store.open(store_path, create=False)
+    try:
+        hp = prepare(store, names, selection, workers, script=script, runs=runs)
+        report = Report(unresolved=hp.unresolved, warnings=list(hp.warnings))
+        report.other_edits = hp.other_edits
+        if hp.plan.tasks:
+            _execute(store, store_path, hp, report, progress, tolerance, worker_command)
+    finally:
+        store.close()
+    report.seconds = time.monotonic() - t0
+    for w in report.warnings:
+        print(f"florql: warning: {w}", file=sys.stderr)
+    return report
+
+
+def _execute(
+    store: Any,
+    store_path: str,
+    hp: HindsightPlan,
+    report: Report,
+    progress: bool,
+    tolerance: float,
+    worker_command: Sequence[str] | None,
+) -> None:
+    workdir = tempfile.mkdtemp(prefix="florql-replay-")
+    writer = store.writer()
+    tasks: list[dict[str, Any]] = []
+    replay_ids: dict[str, str] = {}
+    try:
+        for rp in hp.plan.runs:
+            job = hp.jobs[rp.run_id]
+            rid = replay_ids[rp.run_id] = _replay_id()
+            script_path = _write_sources(workdir, rp.run_id, job)
+            produces = sorted({i for t in rp.tasks for i in t.produces})
+            writer.append(
+                history.REPLAY_BEGIN,
+                {
+                    "replay_id": rid,
+                    "run_id": rp.run_id,
+                    "names": sorted(job.names),
+                    "iterations": produces,
+                    "code_hash": job.splice.code_hash,
+                    "started_at": time.time(),
+                },
+            )
+            for t in rp.tasks:
+                tasks.append(_task_json(store_path, rid, job, t, script_path, tolerance))
+        writer.flush()
+        order = sorted(range(len(tasks)), key=lambda i: -hp.plan.tasks[i].cost)
+        total = sum(len(t.produces) for t in hp.plan.tasks)
+        bar = Progress(total, hp.plan.estimate_seconds(), enabled=None if progress else False)
+        counter = _LiveCount(store, set(replay_ids.values())) if bar.enabled else None
+
+        def poll(done: list[executor.Outcome]) -> None:
+            if counter is not None:
+                bar.update(counter.count())
+
+        outcomes = executor.run_tasks(
+            [tasks[i] for i in order],
+            hp.plan.workers,
+            workdir,
+            command=worker_command,
+            on_poll=poll,
+        )
+        bar.update(total if all(o.ok for o in outcomes) else bar.done, force=True)
+        bar.close()
+        failures = _finish(writer, hp, replay_ids, outcomes, report)
+    finally:
+        writer.close()
+    if failures:
+        o = failures[0]
+        raise ReplayError(
+            f"replay of run {o.task['run_id']} failed: {o.why()} "
+            f"(worker log and spliced code kept in {workdir})"
+        )
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _finish(
+    writer: Any,
+    hp: HindsightPlan,
+    replay_ids: dict[str, str],
+    outcomes: list[executor.Outcome],
+    report: Report,
+) -> list[executor.Outcome]:
+    failures = []
+    for rp in hp.plan.runs:
+        rid = replay_ids[rp.run_id]
+        mine = [o for o in outcomes if o.task["replay_id"] == rid]
+        fid = {"checked": 0, "matched": 0, "first_mismatch": None}
+        stored: set[int] = set()
+        executed: set[int] = set()
+        for o in mine:
+            f = o.result.get("fidelity") or {}
+            fid["checked"] += int(f.get("checked", 0))
+            fid["matched"] += int(f.get("matched", 0))
+            if fid["first_mismatch"] is None and f.get("first_mismatch"):
+                fid["first_mismatch"] = f["first_mismatch"]
+            ran = [int(i) for i in o.result.get("executed", [])]
+            producing = {s["iteration"] for s in o.task["steps"] if s["action"] != "silent_tail"}
+            stored |= producing & set(ran)
+            if o.ok and o.task.get("run_to_end"):
+                stored.add(history.AFTER_LOOP)
+            executed |= {s["iteration"] for s in o.task["steps"] if s["action"] == "execute"} & set(
+                ran
+            )
+            report.replayed_values += int(o.result.get("values", 0))
+            report.inner_iterations += int(o.result.get("inner_iterations", 0))
+            report.warnings += [str(w) for w in o.result.get("warnings", [])]
+            if not o.ok:
+                failures.append(o)
+        status = "finished" if all(o.ok for o in mine) else "failed"
+        writer.append(
+            history.REPLAY_END,
+            {
+                "replay_id": rid,
+                "run_id": rp.run_id,
+                "status": status,
+                "fidelity": fid,
+                "ended_at": time.time(),
+                "iterations": sorted(stored),
+            },
+        )
+        report.runs.append(rp.run_id)
+        report.iterations += len(stored)
+        report.tasks += len(mine)
+        report.executed[rp.run_id] = sorted(executed)
+        for key in ("checked", "matched"):
+            report.fidelity[key] += fid[key]
+        if report.fidelity["first_mismatch"] is None:
+            report.fidelity["first_mismatch"] = fid["first_mismatch"]
+        if fid["matched"] < fid["checked"]:
+            report.diverged = True
+            report.warnings.append(_divergence(rp.run_id, hp.jobs[rp.run_id].names, fid))
+    writer.flush()
+    return failures
+
+
+def _divergence(run_id: str, names: set[str], fid: dict[str, Any]) -> str:
+    m = fid["first_mismatch"] or {}
+    where = ", ".join(f"{c[0]}={c[2] if len(c) > 2 else c[1]}" for c in m.get("ctx", []))
+    return (
+        f"replay of run {run_id} diverged from the recording: {fid['matched']} of "
+        f"{fid['checked']} recomputed values matched; first mismatch: {m.get('name')} at "
+        f"{where or 'top level'} recorded {m.get('recorded')!r}, replayed {m.get('replayed')!r}. "
+        f"Replayed values of {', '.join(sorted(names))} are stored marked as diverged "
+        "(non-deterministic code?)"
+    )
+
+
+def _task_json(
+    store_path: str, replay_id: str, job: RunJob, t: planner.Task, script: str, tol: float
+) -> dict[str, Any]:
+    meta = job.history.meta
+    argv = list(meta.get("argv") or [script])
+    argv[0] = script
+    return {
+        "replay_id": replay_id,
+        "run_id": job.history.run_id,
+        "store": store_path,
+        "script": script,
+        "cwd": meta.get("cwd") or os.path.dirname(script),
+        "argv": argv,
+        "args": dict(meta.get("args") or {}),
+        "steps": [s.to_json() for s in t.steps],
+        "run_to_end": t.run_to_end,
+        "new_names": sorted(job.names),
+        "check_names": sorted(job.check_names),
+        "tolerance": tol,
+    }
+
+
+def _write_sources(workdir: str, run_id: str, job: RunJob) -> str:
+    """Write the spliced sources under workdir/run_id/; return the script's path there."""
+    root = os.path.join(workdir, run_id)
+    for rel, text in job.splice.sources.items():
+        path = os.path.normpath(os.path.join(root, rel))
+        if not path.startswith(root + os.sep):
+            continue  # a recorded path outside the script's folder is not written anywhere else
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    return os.path.join(root, _script_rel(job.history.meta))
+
+
+def current_sources(meta: dict[str, Any], script: str | None) -> dict[str, str | None]:
+    """The current text of each recorded source path (None where the file is gone).
+
+    Paths are relative to the recorded script's folder; with `script`, to that file's folder,
+    and the recorded script's own entry reads `script` itself.
+    """
+    recorded = meta.get("sources") or {}
+    script_rel = _script_rel(meta)
+    base = os.path.dirname(os.path.abspath(script or meta.get("script") or "."))
+    out: dict[str, str | None] = {}
+    for rel in recorded:
+        path = os.path.abspath(script) if script and rel == script_rel else os.path.join(base, rel)
+        try:
+            with open(path, encoding="utf-8") as f:
+                out[rel] = f.read()
+        except (OSError, UnicodeDecodeError):
+            out[rel] = None
+    return out
+
+
+def _script_rel(meta: dict[str, Any]) -> str:
+    return os.path.basename(meta.get("script") or "train.py")
+
+
+def _chosen_runs(infos: dict[str, Any], runs: Sequence[str] | None) -> list[str]:
+    if not runs:
+        return sorted(infos)
+    unknown = [r for r in runs if r not in infos]
+    if unknown:
+        raise BadInputError(
+            f"no run {', '.join(unknown)} in this store; `florql runs` lists the run ids"
+        )
+    return list(dict.fromkeys(runs))
+
+
+def _histories(store: Any, ids: list[str], infos: dict[str, Any]) -> dict[str, history.RunHistory]:
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    recs: dict[str, list[tuple[int, Any]]] = {rid: [] for rid in ids}
+    for rec in store.scan(kinds=_HISTORY_KINDS):
+        rid = _run_of(rec.body)
+        if rid in wanted:
+            recs[rid].append((rec.kind, rec.body))
+    out = {}
+    for rid in ids:
+        cks = [(c.ckpt_id, c.meta) for c in store.checkpoints(rid)]
+        info = infos[rid]
+        h = history.from_records(rid, info.meta or {}, recs[rid], cks, info.end)
+        if any(r.status is None for r in h.replays):
+            bodies = (r.body for r in store.scan(kinds=[history.VALUE], run_id=rid))
+            history.settle_unfinished(h, bodies)
+        out[rid] = h
+    return out
+
+
+def _run_of(body: Any) -> str | None:
+    if isinstance(body, dict):
+        return body.get("run_id")
+    if isinstance(body, list) and body:
+        return body[0]
+    return None
+
+
+def _placement(s: Splice, h: history.RunHistory) -> tuple[str, str | None]:
+    """How a run's new statements replay: "outer", "execute" or "after" (see planner.py)."""
+    kinds = set()
+    for st in s.statements:
+        if st.loops == ():
+            kinds.add("after")
+        elif st.loops == (h.outer,) and st.after_inner:
+            kinds.add("outer")
+        else:
+            kinds.add("execute")
+    if kinds == {"after"}:
+        return "after", None
+    note = None
+    if "after" in kinds:
+        note = (
+            f"run {h.run_id}: statements outside the {h.outer} loop are replayed only together "
+            "with it; ask for them separately"
+        )
+    return ("execute" if "execute" in kinds else "outer"), note
+
+
+def _replay_id() -> str:
+    return "rp" + time.strftime("%Y%m%d%H%M%S", time.gmtime()) + secrets.token_hex(3)
+
+
+def _span(selected: list[int]) -> str:
+    if not selected:
+        return ""
+    if selected == list(range(selected[0], selected[-1] + 1)) and len(selected) > 1:
+        return f" (#{selected[0]}..#{selected[-1]})"
+    return " (#" + ", #".join(map(str, selected[:8])) + (", ..." if len(selected) > 8 else "") + ")"
+
+
+class _LiveCount:
+    """Counts iterations stored so far by the given replays, reading only new records."""
+
+    def __init__(self, store: Any, replay_ids: set[str]) -> None:
+        self.store = store
+        self.ids = replay_ids
+        self.lsn = store.last_lsn
+        self.seen: set[tuple[str, int]] = set()
+
+    def count(self) -> int:
+        self.store.refresh()
+        for rec in self.store.scan(from_lsn=self.lsn + 1, kinds=[history.VALUE]):
+            self.lsn = rec.lsn
+            b = rec.body
+            if len(b) > 6 and b[6] in self.ids:
+                ctx = b[4]
+                self.seen.add((b[6], int(ctx[0][1]) if ctx else history.AFTER_LOOP))
+        return len(self.seen)
+
+
+def _parse(text: str) -> Any:
+    import ast
+
+    try:
+        return ast.parse(text)
+    except SyntaxError:
+        return ast.parse("")
