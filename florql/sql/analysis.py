@@ -116,22 +116,25 @@ def _qualify(statement: exp.Expression, catalog: Catalog, candidates: set[str]) 
             quote_identifiers=False,
         )
     except OptimizeError as e:
-        raise QueryError(_unresolved_message(str(e), catalog)) from None
+        raise QueryError(_unresolved_message(str(e), catalog, _views(statement))) from None
     except SqlglotError as e:
         raise QueryError(f"cannot analyse the query: {e}") from None
 
 
-def _unresolved_message(text: str, catalog: Catalog) -> str:
+def _unresolved_message(text: str, catalog: Catalog, views: set[str]) -> str:
     found = re.search(
         r"Column '([^']*)' could not be resolved(?:\. Line: (\d+), Col: (\d+))?", text
     )
+    found = found or re.search(r"Unknown column: ([^\s;,]+)", text)
     if found:
-        where = f" (line {found.group(2)}, column {found.group(3)})" if found.group(2) else ""
-        first = f"unknown column {found.group(1)!r}{where}"
+        groups = found.groups() + (None, None)
+        where = f" (line {groups[1]}, column {groups[2]})" if groups[1] else ""
+        first = f"unknown column {groups[0]!r}{where}"
     else:
         first = text.splitlines()[0] if text else "a column could not be resolved"
-    views = "; ".join(f"{v}: {', '.join(cols)}" for v, cols in catalog.view_columns().items())
-    return f"{first}; the views' columns are {views}"
+    shown = {v: cols for v, cols in catalog.view_columns().items() if v in views or not views}
+    listed = "; ".join(f"{v} has {', '.join(cols)}" for v, cols in shown.items())
+    return f"{first}: {listed}"
 
 
 def _table_view(source: Any) -> str | None:
