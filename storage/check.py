@@ -10,7 +10,7 @@ from .errors import CorruptionError
 from .format import segment_name
 from .pages import read_page_into
 from .records import Problem
-from .recovery import _decode, load_index
+from .recovery import load_index, records_of
 from .segment import HEADER_SIZE, FrameScanner, decode_header, valid_frame_after
 
 
@@ -49,7 +49,7 @@ def _check_log(store, problems: list) -> None:
             scanner = FrameScanner(fs, path, offset, expected)
             for frame in scanner:
                 try:
-                    _decode(frame, path)
+                    records_of(frame, path)
                 except CorruptionError as exc:
                     problems.append(
                         Problem("frame_decode", path, frame.offset, frame.base_lsn, str(exc))

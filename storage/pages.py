@@ -22,6 +22,8 @@ True
 from __future__ import annotations
 
 import hashlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import lz4.block
 
@@ -84,48 +86,88 @@ class PageWriter:
         return self._handle
 
     def write_blobs(self, blobs, known: dict, page_bytes: int) -> tuple[list, int]:
-        """Write the pages of `blobs` not in `known` (hash -> ref); fsync; (blob refs, bytes written)."""
+        """Write the pages of `blobs` not in `known` (hash -> ref); fsync; (blob refs, bytes written).
+
+        Hashing (and compressing) runs one page ahead in a helper thread while this thread
+        writes: both release the GIL, so on two cores the write is not slowed by the hash.
+        """
         self._new_file = False
         touched = set()
         fresh: dict[bytes, list] = {}
         out, stored = [], 0
-        for blob in blobs:
-            view = as_byte_view(blob)
-            squeeze = compression_pays(view)
-            refs = []
-            for start in range(0, len(view), page_bytes):
-                page = view[start : start + page_bytes]
-                h = page_hash(page)
-                ref = known.get(h) or fresh.get(h)
-                if ref is None:
-                    ref = self._write_page(page, h, squeeze)
-                    fresh[h] = ref
-                    touched.add(self._name)
-                    stored += ref[3] + PAGE_HEADER.size
-                refs.append(ref)
-            out.append([len(view), refs])
+        jobs = _page_jobs(blobs, page_bytes)
+        with ThreadPoolExecutor(
+            max_workers=HASH_THREADS, thread_name_prefix="florql-pages"
+        ) as pool:
+            pending: deque = deque()
+            for blob_no, page, squeeze in jobs:
+                pending.append((blob_no, pool.submit(_prepare, page, squeeze, known)))
+                if len(pending) > PIPELINE_DEPTH:
+                    stored += self._place(*pending.popleft(), known, fresh, touched, out)
+            while pending:
+                stored += self._place(*pending.popleft(), known, fresh, touched, out)
         for name in touched:
             self.fs.fsync(f"{self.root}/{name}")
         if self._new_file:
             self.fs.fsync_dir(f"{self.root}/{PAGES_DIR}")
         return out, stored
 
-    def _write_page(self, page: memoryview, h: bytes, squeeze: bool) -> list:
-        data, codec = page, CODEC_RAW
-        if squeeze:
-            packed = lz4.block.compress(page, store_size=False)
-            if len(packed) < len(page):
-                data, codec = packed, CODEC_LZ4
-        c = mask_crc(crc(data))
-        handle = self._file()
-        at = handle.write(PAGE_HEADER.pack(PAGE_MAGIC, codec, len(page), len(data), c, h))
-        handle.write(data)
-        return [h, self._name, at + PAGE_HEADER.size, len(data), len(page), codec, c]
+    def _place(self, blob_no: int, future, known, fresh, touched, out) -> int:
+        """Reference or write one prepared page; returns the bytes written."""
+        raw_len, h, data, codec, c = future.result()
+        while len(out) <= blob_no:
+            out.append([0, []])
+        entry = out[blob_no]
+        entry[0] += raw_len
+        if raw_len == 0:
+            return 0
+        ref = known.get(h) or fresh.get(h)
+        written = 0
+        if ref is None:
+            handle = self._file()
+            at = handle.write(PAGE_HEADER.pack(PAGE_MAGIC, codec, raw_len, len(data), c, h))
+            handle.write(data)
+            ref = fresh[h] = [h, self._name, at + PAGE_HEADER.size, len(data), raw_len, codec, c]
+            touched.add(self._name)
+            written = len(data) + PAGE_HEADER.size
+        entry[1].append(ref)
+        return written
 
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+
+PIPELINE_DEPTH = 4
+# Two hashing threads keep up with the disk on this 2-core machine (SHA-256 ~1.5 GB/s each).
+HASH_THREADS = 2
+
+
+def _page_jobs(blobs, page_bytes: int):
+    """(blob number, page view, compress?) for every page; an empty blob yields one empty page."""
+    for blob_no, blob in enumerate(blobs):
+        view = as_byte_view(blob)
+        squeeze = compression_pays(view)
+        if len(view) == 0:
+            yield blob_no, view, False
+        for start in range(0, len(view), page_bytes):
+            yield blob_no, view[start : start + page_bytes], squeeze
+
+
+def _prepare(page: memoryview, squeeze: bool, known: dict):
+    """(raw_len, hash, data to store, codec, masked crc) of one page; runs in the helper thread."""
+    if len(page) == 0:
+        return 0, b"", page, CODEC_RAW, 0
+    h = page_hash(page)
+    if h in known:
+        return len(page), h, None, CODEC_RAW, 0
+    data, codec = page, CODEC_RAW
+    if squeeze:
+        packed = lz4.block.compress(page, store_size=False)
+        if len(packed) < len(page):
+            data, codec = packed, CODEC_LZ4
+    return len(page), h, data, codec, mask_crc(crc(data))
 
 
 def read_page_into(fs, root: str, ref, out: memoryview) -> None:

@@ -31,7 +31,7 @@ import posixpath
 
 from .errors import CorruptionError, StoreError
 from .format import INDEX_MAGIC, segment_name
-from .frame import decode_entries
+from .frame import decode_entries, gc_paused
 from .manifest import Manifest, unseal
 from .records import Problem, Record
 from .segment import HEADER_SIZE, FrameScanner, decode_header, valid_frame_after
@@ -64,12 +64,14 @@ def load_index(fs, root: str, manifest: Manifest, problems: list | None = None) 
     return StoreState()
 
 
-def _decode(frame, path: str) -> list[Record]:
+def decode_checked(frame, path: str) -> list:
+    """The [[kind, body], ...] of a good frame; CorruptionError if it is not what it claims."""
     try:
         entries = decode_entries(frame)
-        if len(entries) != frame.count:
+        if type(entries) is not list or len(entries) != frame.count:
             raise ValueError(f"frame says {frame.count} records, holds {len(entries)}")
-        return [Record(frame.base_lsn + i, int(e[0]), e[1]) for i, e in enumerate(entries)]
+        # Entries are not checked one by one: the CRC vouches for what our writer packed.
+        return entries
     except Exception as exc:  # noqa: BLE001 - any decode failure of a checksummed frame is corruption
         raise CorruptionError(
             f"log segment {path} at offset {frame.offset} (LSN {frame.base_lsn}) has a valid checksum "
@@ -78,6 +80,17 @@ def _decode(frame, path: str) -> list[Record]:
             offset=frame.offset,
             lsn=frame.base_lsn,
         ) from None
+
+
+_new = tuple.__new__
+
+
+def records_of(frame, path: str) -> list[Record]:
+    """The logical records of a good frame, with their LSNs (checked as `decode_checked`)."""
+    entries = decode_checked(frame, path)
+    base = frame.base_lsn
+    with gc_paused():
+        return [_new(Record, (base + i, e[0], e[1])) for i, e in enumerate(entries)]
 
 
 def corruption(path: str, offset: int, lsn: int, reason: str) -> CorruptionError:
@@ -103,7 +116,7 @@ def redo(
     """Scan the log after `state`'s tail, folding every good frame into `state`.
 
     Returns (seg_no, offset) of a torn tail if the log ends in one (invariant 3), else None.
-    Raises CorruptionError for damage anywhere else. `on_frame(records)` sees each new frame.
+    Raises CorruptionError for damage anywhere else.
     """
     segs = manifest.segments
     nos = [s for s, _ in segs]
@@ -124,12 +137,9 @@ def redo(
             offset = _open_segment(fs, path, seg_no, first_lsn, manifest, state)
         scanner = FrameScanner(fs, path, offset, state.last_lsn + 1)
         for frame in scanner:
-            records = _decode(frame, path)
+            entries = decode_checked(frame, path)
             state.note_frame(seg_no, frame.offset, frame.end, frame.base_lsn, frame.count)
-            for r in records:
-                state.apply(r.lsn, r.kind, r.body)
-            if on_frame is not None:
-                on_frame(records)
+            state.apply_entries(frame.base_lsn, entries)
         stop = scanner.stop
         assert stop is not None
         if stop.reason != "end":

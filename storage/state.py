@@ -96,6 +96,20 @@ class StoreState:
         elif kind == kinds.CKPT_END:
             self._add_checkpoint(lsn, body)
 
+    def apply_entries(self, base_lsn: int, entries: list) -> None:
+        """Fold a frame's [[kind, body], ...] in; the common kinds only move their run's last LSN."""
+        runs = self.runs
+        lsn = base_lsn - 1
+        for kind, body in entries:
+            lsn += 1
+            if kind in _LIST_BODY_KINDS:
+                if type(body) is list and body and type(body[0]) is str:
+                    run = runs.get(body[0])
+                    if run is not None:
+                        run[3] = lsn
+                continue
+            self.apply(lsn, kind, body)
+
     def _add_checkpoint(self, lsn: int, body: dict) -> None:
         info = CheckpointInfo(
             body["ckpt_id"],

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from .errors import BadInputError, CorruptionError, StoreError
 from .format import (
     DEFAULT_INDEX_INTERVAL,
+    DEFAULT_INDEX_RECORDS,
     DEFAULT_PAGE_BYTES,
     DEFAULT_SEGMENT_BYTES,
     INDEX_DIR,
@@ -39,7 +40,7 @@ from .format import (
 from .fs import FileSystem, RealFS
 from .manifest import Manifest, read_manifest, seal, write_manifest
 from .records import CheckpointInfo, Problem, Record, RunInfo
-from .recovery import corruption, recover, redo
+from .recovery import corruption, records_of, recover, redo
 from .segment import HEADER_SIZE, FrameScanner, encode_header
 from .state import StoreState, run_of
 from .writer import LogWriter, run_lock_path
@@ -62,6 +63,7 @@ class Store:
         self.segment_bytes = options.get("segment_bytes", DEFAULT_SEGMENT_BYTES)
         self.page_bytes = options.get("page_bytes", DEFAULT_PAGE_BYTES)
         self.index_interval = options.get("index_interval", DEFAULT_INDEX_INTERVAL)
+        self.index_records = options.get("index_records", DEFAULT_INDEX_RECORDS)
         self.recovery_problems: list[Problem] = options.get("problems", [])
         self._seg_handle = None
         self._seg_handle_no = 0
@@ -78,6 +80,7 @@ class Store:
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         page_bytes: int = DEFAULT_PAGE_BYTES,
         index_interval: int = DEFAULT_INDEX_INTERVAL,
+        index_records: int = DEFAULT_INDEX_RECORDS,
     ) -> Store:
         """Open (running recovery) or create the store at `path`.
 
@@ -103,6 +106,7 @@ class Store:
             "segment_bytes": segment_bytes,
             "page_bytes": page_bytes,
             "index_interval": index_interval,
+            "index_records": index_records,
             "problems": problems,
         }
         return cls(fs, root, manifest, state, options)
@@ -138,8 +142,6 @@ class Store:
 
     def scan_frames(self, from_lsn: int = 1) -> Iterator[list[Record]]:
         """Durable records with LSN >= from_lsn, one list per frame (for bulk readers)."""
-        from .recovery import _decode
-
         with self._mutex:
             st = self._state
             segs = list(self._manifest.segments)
@@ -158,7 +160,7 @@ class Store:
             for f in scanner:
                 if f.base_lsn + f.count <= from_lsn:
                     continue
-                records = _decode(f, path)
+                records = records_of(f, path)
                 if records[0].lsn < from_lsn:
                     records = records[from_lsn - records[0].lsn :]
                 yield records
