@@ -235,6 +235,28 @@ def prepare(
     )
 
 
+def discover(
+    store_path: str, *, script: str | None = None, runs: Sequence[str] | None = None
+) -> set[str]:
+    """Every name the current code of some chosen run logs and its recorded code does not."""
+    from florql_storage import Store
+
+    from florql.replay.splicer import new_names
+
+    store = Store.open(os.path.abspath(store_path), create=False)
+    try:
+        infos = store.runs()
+        found: set[str] = set()
+        for rid in _chosen_runs(infos, runs):
+            meta = infos[rid].meta or {}
+            recorded = meta.get("sources") or {}
+            if recorded:
+                found |= new_names(recorded, current_sources(meta, script))
+        return found
+    finally:
+        store.close()
+
+
 def ensure(
     store_path: str,
     names: Iterable[str],
