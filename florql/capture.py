@@ -25,6 +25,7 @@ Importing this module does not import torch; the functions import it when called
 from __future__ import annotations
 
 import random
+import sys
 from collections import OrderedDict
 from typing import Any
 
@@ -237,38 +238,47 @@ def check_registrable(name: str, obj: Any) -> None:
 def capture_rng() -> dict[str, Any]:
     """The states of Python's, NumPy's (legacy global) and torch's CPU and CUDA generators.
 
+    Only libraries the script has imported are captured (their generators are the only ones it
+    can have drawn from); this keeps torch out of scripts that do not use it.
+
     >>> import random
     >>> s = capture_rng(); a = random.random(); restore_rng(s); a == random.random()
     True
     """
-    import numpy as np
-    import torch
-
     version, state, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    cuda = None
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        cuda = [bytes(s.numpy()) for s in torch.cuda.get_rng_state_all()]
-    return {
-        "python": [version, list(state), gauss],
-        "numpy": [kind, keys.tobytes(), int(pos), int(has_gauss), float(cached)],
-        "torch": bytes(torch.get_rng_state().numpy()),
-        "cuda": cuda,
-    }
+    out: dict[str, Any] = {"python": [version, list(state), gauss], "numpy": None, "torch": None}
+    out["cuda"] = None
+    if "numpy" in sys.modules:
+        import numpy as np
+
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        out["numpy"] = [kind, keys.tobytes(), int(pos), int(has_gauss), float(cached)]
+    if "torch" in sys.modules:
+        import torch
+
+        out["torch"] = bytes(torch.get_rng_state().numpy())
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            out["cuda"] = [bytes(s.numpy()) for s in torch.cuda.get_rng_state_all()]
+    return out
 
 
 def restore_rng(states: dict[str, Any]) -> None:
     """Set every generator captured by `capture_rng` back to the captured state."""
-    import numpy as np
-    import torch
-
     version, state, gauss = states["python"]
     random.setstate((version, tuple(state), gauss))
-    kind, keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((kind, np.frombuffer(keys, dtype=np.uint32).copy(), pos, has_gauss, cached))
-    torch.set_rng_state(_byte_tensor(states["torch"]))
-    if states.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([_byte_tensor(s) for s in states["cuda"]])
+    if states.get("numpy") is not None:
+        import numpy as np
+
+        kind, keys, pos, has_gauss, cached = states["numpy"]
+        np.random.set_state(
+            (kind, np.frombuffer(keys, dtype=np.uint32).copy(), pos, has_gauss, cached)
+        )
+    if states.get("torch") is not None:
+        import torch
+
+        torch.set_rng_state(_byte_tensor(states["torch"]))
+        if states.get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([_byte_tensor(s) for s in states["cuda"]])
 
 
 def _byte_tensor(b: bytes) -> Any:
