@@ -50,6 +50,7 @@ class Cache:
         self.last_lsn = 0
         self.decoded_records = 0  # records decoded since creation: tests count incrementality
         self.loops: list[str] = []
+        self._loop_set: set[str] = set()
         self.loop_types: list[str] = []
         self.text_names: set[str] = set()
         self.names: Counter[str] = Counter()
@@ -108,6 +109,10 @@ class Cache:
                 kind = rec.kind
                 if kind == kinds.VALUE:
                     self._add_value(batch, rec)
+                elif kind == kinds.LOOP:
+                    # Loop columns exist as soon as a loop ran, even before anything was logged.
+                    if rec.body[2] not in self._loop_set:
+                        self._loop_index(rec.body[2])
                 elif kind == kinds.RUN_RESUME:
                     self._flush(batch)
                     batch = _Batch(len(self.loops))
@@ -163,6 +168,7 @@ class Cache:
             return self.loops.index(loop_name)
         except ValueError:
             self.loops.append(loop_name)
+            self._loop_set.add(loop_name)
             self.loop_types.append("BIGINT")
             col = _loop_col(len(self.loops) - 1)
             for table in ("_contexts", "_values"):
