@@ -26,15 +26,17 @@ def check_store(store) -> list[Problem]:
 def _check_log(store, problems: list) -> None:
     fs, segs = store.fs, store._manifest.segments
     expected = 1
+    before = len(problems)
     for i, (seg_no, first_lsn) in enumerate(segs):
+        # A gap right after damage is the damage itself, already reported.
         path = f"{store.root}/{segment_name(seg_no)}"
         try:
             decode_header(fs.read(path, 0, HEADER_SIZE), path, seg_no, store._manifest.store_id)
         except (CorruptionError, FileNotFoundError) as exc:
             problems.append(Problem("segment_header", path, 0, first_lsn, str(exc)))
-            expected = first_lsn
+            expected, before = first_lsn, len(problems)
             continue
-        if first_lsn != expected:
+        if first_lsn != expected and len(problems) == before:
             problems.append(
                 Problem(
                     "lsn_gap",
@@ -44,7 +46,7 @@ def _check_log(store, problems: list) -> None:
                     f"segment {path} starts at LSN {first_lsn}, expected {expected}",
                 )
             )
-        offset, expected = HEADER_SIZE, first_lsn
+        offset, expected, before = HEADER_SIZE, first_lsn, len(problems)
         while True:
             scanner = FrameScanner(fs, path, offset, expected)
             for frame in scanner:

@@ -296,6 +296,12 @@ def _check_path(fs: FileSystem, root: str, create: bool) -> None:
             f"{root} is not a florql store (it holds {foreign[0]!r} and no MANIFEST); "
             "choose an empty folder or a new path for --store"
         )
+    if _holds_data(fs, root):
+        raise CorruptionError(
+            f"the store at {root} has log data but no MANIFEST; restore the MANIFEST from a backup "
+            "(florql will not overwrite the data)",
+            segment=f"{root}/{MANIFEST}",
+        )
     if not create:
         raise StoreError(
             f"there is no florql store at {root}; record a run first or check the --store path"
@@ -304,6 +310,17 @@ def _check_path(fs: FileSystem, root: str, create: bool) -> None:
         raise StoreError(
             f"cannot create a store in {root}: the folder is not writable; choose another --store"
         )
+
+
+def _holds_data(fs: FileSystem, root: str) -> bool:
+    """Whether a folder without MANIFEST holds more than an interrupted `_init_store` leaves."""
+    for d in (PAGES_DIR, INDEX_DIR):
+        if fs.isdir(f"{root}/{d}") and fs.listdir(f"{root}/{d}"):
+            return True
+    log = f"{root}/{LOG_DIR}"
+    if fs.isdir(log):
+        return any(fs.size(f"{log}/{n}") > HEADER_SIZE for n in fs.listdir(log))
+    return False
 
 
 def _check_contents(fs: FileSystem, root: str) -> None:
