@@ -450,6 +450,8 @@ class Session:
 
     def outer_begin(self, lp: _Loop) -> None:
         t = time.perf_counter()
+        if not self._begun:
+            self._begin()  # the run exists (and can be resumed) from its first iteration on
         if self.checkpointer is not None:
             self.checkpointer.iteration_started(t)
         ctx = self._ctx
