@@ -54,6 +54,7 @@ class Cache:
         self.loop_types: list[str] = []
         self.text_names: set[str] = set()
         self.names: Counter[str] = Counter()
+        self.recorded_names: set[str] = set()  # names with a value a run logged (not a replay)
         self.values_per_run: Counter[str] = Counter()
         self.replays: dict[str, dict] = {}
         self._contexts: dict[tuple, int] = {}
@@ -135,6 +136,8 @@ class Cache:
         batch.name.append(name)
         batch.t.append(t)
         batch.replay_id.append(replay_id or "")
+        if not replay_id and name not in self.recorded_names:
+            self.recorded_names.add(name)
         tv = type(value)
         if tv is float or tv is int or tv is bool:
             batch.value.append(float(value))

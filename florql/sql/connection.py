@@ -148,16 +148,18 @@ class Connection:
         catalog = self.catalog()
         analysis = analyze(query, catalog)
         extra: set[str] = set()
-        if analysis.missing:
-            resolve_missing(
-                self.store_path,
-                analysis.missing,
-                analysis.selection,
-                catalog,
-                replay=self.replay,
-                workers=self.workers,
-                progress=self.progress,
-            )
+        replayed_only = (analysis.names & catalog.names) - self.cache.recorded_names
+        report = resolve_missing(
+            self.store_path,
+            analysis.missing,
+            analysis.selection,
+            catalog,
+            replay=self.replay,
+            workers=self.workers,
+            progress=self.progress,
+            replayed_only=replayed_only,
+        )
+        if report is not None:
             self.refresh()
             catalog = self.catalog()
             # Names the replay was asked for but produced no value for (nothing selected):

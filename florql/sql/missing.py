@@ -69,23 +69,33 @@ def resolve_missing(
     replay: bool,
     workers: int | None = None,
     progress: bool = False,
+    replayed_only: set[str] | frozenset[str] = frozenset(),
 ) -> Any:
-    """Replay `missing` names if possible; return the replay report.
+    """Replay what the query needs; return the replay report (None when nothing was asked).
+
+    `missing` are names no run logged; `replayed_only` are names that exist only through earlier
+    replays, which may not have covered the rows this query selects (the engine skips the
+    iterations already covered, so asking again costs a plan, not a replay).
 
     Raises:
-        QueryError: replay is off, the replay engine is not installed, or no current code logs
-            some of the names (`unresolved`).
+        QueryError: a missing name while replay is off, the replay engine is not installed, or
+            no current code logs it (`unresolved`).
         ReplayError: the replay itself failed (raised by the engine).
     """
-    if not replay:
+    if missing and not replay:
         raise QueryError(not_logged_message(missing, catalog, "; replay is off (--no-replay)"))
+    if not replay or not (missing or replayed_only):
+        return None
     ensure = _ensure_function()
     if ensure is None:
-        raise QueryError(
-            not_logged_message(missing, catalog, "; hindsight replay is not available")
-        )
-    report = ensure(store_path, sorted(missing), selection, workers=workers, progress=progress)
-    unresolved = set(_field(report, "unresolved", ()) or ())
+        if missing:
+            raise QueryError(
+                not_logged_message(missing, catalog, "; hindsight replay is not available")
+            )
+        return None
+    names = sorted(set(missing) | set(replayed_only))
+    report = ensure(store_path, names, selection, workers=workers, progress=progress)
+    unresolved = set(_field(report, "unresolved", ()) or ()) & set(missing)
     if unresolved:
         raise QueryError(
             not_logged_message(
