@@ -144,9 +144,22 @@ def _start(
         stdout=err,
         stderr=subprocess.STDOUT,
         cwd=task.get("cwd") or None,
-        env={**os.environ, **(env or {})},
+        env=worker_env(env),
     )
     return proc, Outcome(i, task), time.monotonic(), err
+
+
+def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a worker: the caller's, with florql's own import root first on
+    PYTHONPATH so the worker imports the same florql as this process (also from a source
+    checkout that is not installed)."""
+    import florql
+
+    root = os.path.dirname(os.path.abspath(list(florql.__path__)[0]))
+    env = {**os.environ, **(extra or {})}
+    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in parts if p != root]])
+    return env
 
 
 def _finish(proc: subprocess.Popen, out: Outcome, t0: float, err: Any) -> Outcome:
