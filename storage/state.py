@@ -81,6 +81,9 @@ class StoreState:
         rid = run_of(kind, body)
         if rid is None:
             return
+        if kind == kinds.CKPT_END:
+            # Listed even for a run without RUN_BEGIN: a checkpoint stands on its own.
+            self._add_checkpoint(lsn, body)
         run = self.runs.get(rid)
         if kind == kinds.RUN_BEGIN:
             if run is None:
@@ -93,8 +96,6 @@ class StoreState:
             run[2] = body
         elif kind == kinds.RUN_RESUME:
             run[2] = None
-        elif kind == kinds.CKPT_END:
-            self._add_checkpoint(lsn, body)
 
     def apply_entries(self, base_lsn: int, entries: list) -> None:
         """Fold a frame's [[kind, body], ...] in; the common kinds only move their run's last LSN."""
