@@ -6,8 +6,8 @@ import shutil
 import textwrap
 
 import pytest
-
 from florql_storage import Store, kinds
+
 from tests.recording.recutil import EXAMPLE, TINY, effective_values, florql_cli, run_ids
 
 
