@@ -51,6 +51,7 @@ class Cache:
         self.decoded_records = 0  # records decoded since creation: tests count incrementality
         self.loops: list[str] = []
         self._loop_set: set[str] = set()
+        self.loop_depth: dict[str, int] = {}  # shallowest position seen in a ctx (0: outermost)
         self.loop_types: list[str] = []
         self.text_names: set[str] = set()
         self.names: Counter[str] = Counter()
@@ -114,6 +115,7 @@ class Cache:
                     # Loop columns exist as soon as a loop ran, even before anything was logged.
                     if rec.body[2] not in self._loop_set:
                         self._loop_index(rec.body[2])
+                        self._note_depth(rec.body[2], len(rec.body[3]) - 1)
                 elif kind == kinds.RUN_RESUME:
                     self._flush(batch)
                     batch = _Batch(len(self.loops))
@@ -160,11 +162,24 @@ class Cache:
         ctx_id = len(self._contexts) + 1
         self._contexts[key] = ctx_id
         row: dict[int, Any] = {}
-        for loop_name, _iteration, value in ctx:
+        for depth, (loop_name, _iteration, value) in enumerate(ctx):
             k = self._loop_index(loop_name)
+            self._note_depth(loop_name, depth)
             row[k] = int(value) if isinstance(value, bool) else value
         batch.new_contexts.append((ctx_id, run_id, row))
         return ctx_id
+
+    def _note_depth(self, loop_name: str, depth: int) -> None:
+        if depth < self.loop_depth.get(loop_name, 1 << 30):
+            self.loop_depth[loop_name] = max(depth, 0)
+
+    def ordered_loops(self) -> list[str]:
+        """Loop names, outermost first (then in order of appearance)."""
+        return sorted(self.loops, key=lambda n: (self.loop_depth.get(n, 0), self.loops.index(n)))
+
+    def loop_slot(self, loop_name: str) -> str:
+        """The internal column that holds `loop_name`'s values."""
+        return _loop_col(self.loops.index(loop_name))
 
     def _loop_index(self, loop_name: str) -> int:
         try:

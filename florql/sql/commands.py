@@ -62,9 +62,10 @@ def _runs_lines(con: Connection, selection: Any) -> list[str]:
     cache = con.cache
     if not cache.loops:
         return []
-    outer = cache.loops[0]
+    outer = cache.ordered_loops()[0]
+    slot = cache.loop_slot(outer)
     rows = con._duck.execute(
-        "SELECT DISTINCT run_id, __l0 FROM _contexts WHERE __l0 IS NOT NULL ORDER BY 1, 2"
+        f"SELECT DISTINCT run_id, {slot} FROM _contexts WHERE {slot} IS NOT NULL ORDER BY 1, 2"
     ).fetchall()
     per_run: dict[str, list] = {}
     for run_id, value in rows:

@@ -50,7 +50,7 @@ def catalog_of(cache: Cache, extra_names: Iterable[str] = ()) -> Catalog:
     names = frozenset(n for n, count in cache.names.items() if count > 0)
     return Catalog(
         names=names,
-        loops=tuple(cache.loops),
+        loops=tuple(cache.ordered_loops()),
         args=tuple(cache.args),
         runs=tuple(sorted(cache.values_per_run)),
         extra_names=frozenset(extra_names) - names,
@@ -61,7 +61,7 @@ def logs_sql(cache: Cache, catalog: Catalog, names: Iterable[str]) -> str:
     """SELECT text of the `logs` view holding the columns of `names` (and all loop/arg columns)."""
     wanted = sorted(set(names) & set(catalog.all_names()))
     cols = ["c.run_id AS run_id"]
-    cols += [f"c.__l{k} AS {quote(loop)}" for k, loop in enumerate(catalog.loops)]
+    cols += [f"c.{cache.loop_slot(loop)} AS {quote(loop)}" for loop in catalog.loops]
     pivots = []
     for name in wanted:
         column = quote(catalog.logs_name_column(name))
@@ -88,10 +88,10 @@ def logs_sql(cache: Cache, catalog: Catalog, names: Iterable[str]) -> str:
     return sql
 
 
-def records_sql(catalog: Catalog) -> str:
+def records_sql(cache: Cache, catalog: Catalog) -> str:
     loops = [
-        f"v.__l{k} AS {quote(catalog.records_loop_column(loop))}"
-        for k, loop in enumerate(catalog.loops)
+        f"v.{cache.loop_slot(loop)} AS {quote(catalog.records_loop_column(loop))}"
+        for loop in catalog.loops
     ]
     cols = [
         "v.run_id",
@@ -110,7 +110,7 @@ def records_sql(catalog: Catalog) -> str:
     return f"SELECT {', '.join(cols)} FROM _values v"
 
 
-def checkpoints_sql(catalog: Catalog) -> str:
+def checkpoints_sql(cache: Cache, catalog: Catalog) -> str:
     fixed = {
         "ckpt_id",
         "run_id",
@@ -123,7 +123,7 @@ def checkpoints_sql(catalog: Catalog) -> str:
         "seq",
     }
     loops = [
-        f"__l{k} AS {quote(loop)}" for k, loop in enumerate(catalog.loops) if loop not in fixed
+        f"{cache.loop_slot(loop)} AS {quote(loop)}" for loop in catalog.loops if loop not in fixed
     ]
     cols = ["ckpt_id", "run_id", *loops, "phase", "ctx", "raw_bytes", "stored_bytes"]
     cols += ["write_seconds", "lsn", "seq"]
@@ -135,6 +135,6 @@ def define_views(
 ) -> None:
     """(Re)create the four views for a query that references `names`."""
     con.execute(f"CREATE OR REPLACE VIEW logs AS {logs_sql(cache, catalog, names)}")
-    con.execute(f"CREATE OR REPLACE VIEW records AS {records_sql(catalog)}")
+    con.execute(f"CREATE OR REPLACE VIEW records AS {records_sql(cache, catalog)}")
     con.execute("CREATE OR REPLACE VIEW runs AS SELECT * FROM _runs")
-    con.execute(f"CREATE OR REPLACE VIEW checkpoints AS {checkpoints_sql(catalog)}")
+    con.execute(f"CREATE OR REPLACE VIEW checkpoints AS {checkpoints_sql(cache, catalog)}")
