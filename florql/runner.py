@@ -5,9 +5,10 @@ the script's folder first on `sys.path`, exit code from `SystemExit`, and an unc
 printed as Python prints it (florql's own frames left out). `run_task` executes one replay task
 (docs/INTERFACES.md §3) and writes its result file.
 
->>> import os, tempfile
->>> d = tempfile.mkdtemp(); p = os.path.join(d, "s.py")
->>> _ = open(p, "w").write("import sys\\nprint(__name__, sys.argv[1:])\\nsys.exit(3)\\n")
+>>> import tempfile
+>>> from pathlib import Path
+>>> p = str(Path(tempfile.mkdtemp()) / "s.py")
+>>> _ = Path(p).write_text("import sys\\nprint(__name__, sys.argv[1:])\\nsys.exit(3)\\n")
 >>> run_script(p, [p, "--x"]).exit_code
 __main__ ['--x']
 3

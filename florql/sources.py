@@ -5,11 +5,12 @@ every local module it imports, found statically (import statements, followed rec
 the set is known before the script runs. A module is local when its file lies under the script's
 folder (and not inside a virtual environment or site-packages there).
 
->>> import os, tempfile
->>> d = tempfile.mkdtemp()
->>> _ = open(os.path.join(d, "train.py"), "w").write("import helpers\\nimport os\\n")
->>> _ = open(os.path.join(d, "helpers.py"), "w").write("from . import nothing\\nX = 1\\n")
->>> sorted(collect(os.path.join(d, "train.py")))
+>>> import tempfile
+>>> from pathlib import Path
+>>> d = Path(tempfile.mkdtemp())
+>>> _ = (d / "train.py").write_text("import helpers\\nimport os\\n")
+>>> _ = (d / "helpers.py").write_text("from . import nothing\\nX = 1\\n")
+>>> sorted(collect(str(d / "train.py")))
 ['helpers.py', 'train.py']
 """
 
