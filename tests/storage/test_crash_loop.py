@@ -7,7 +7,6 @@ Invariant 6: nothing acknowledged as durable is lost by a crash at any instant.
 from __future__ import annotations
 
 import pytest
-
 from florql_storage import Store, kinds
 from florql_storage.fs import FaultyFS
 
