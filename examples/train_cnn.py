@@ -4,7 +4,7 @@ Ten classes of 1x28x28 images, each a fixed random pattern plus noise, all made 
 seed; a shuffling DataLoader, dropout, SGD with momentum and a StepLR schedule. Logs `loss` per
 step and `accuracy` per epoch.
 
-    florql record examples/train_cnn.py                 # ~30 s on 2 CPU cores
+    florql record examples/train_cnn.py                 # ~25 s on 2 CPU cores
     florql record --arg epochs=3 --arg samples=512 examples/train_cnn.py   # a few seconds
 
 Test hook: `FLORQL_EXAMPLE_KILL_AT=EPOCH:STEP` makes the script SIGKILL itself at that step (a
@@ -24,8 +24,8 @@ import florql
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-epochs = florql.arg("epochs", 12)
-samples = florql.arg("samples", 3072)
+epochs = florql.arg("epochs", 8)
+samples = florql.arg("samples", 2560)
 batch_size = florql.arg("batch_size", 64)
 lr = florql.arg("lr", 0.05)
 seed = florql.arg("seed", 0)
