@@ -2,7 +2,7 @@
 
 >>> data = encode_frame(7, [(3, ["r", 1, "loss", 0.5, [], 0.0, ""]), (4, ["r", 2, "step", [], 0.0])])
 >>> f = parse_frame(data, 0, len(data))
->>> f.status, f.base_lsn, f.count, f.end == len(data)
+>>> f.status, f.base_lsn, f.nrecs, f.end == len(data)
 ('ok', 7, 2, True)
 >>> decode_records(f)
 [Record(lsn=7, kind=3, body=['r', 1, 'loss', 0.5, [], 0.0, '']), Record(lsn=8, kind=4, body=['r', 2, 'step', [], 0.0])]
@@ -74,7 +74,7 @@ class Frame(NamedTuple):
     offset: int
     end: int
     base_lsn: int
-    count: int
+    nrecs: int
     flags: int
     payload: memoryview | None
 

@@ -92,9 +92,10 @@ class PageWriter:
         writes: both release the GIL, so on two cores the write is not slowed by the hash.
         """
         self._new_file = False
-        touched = set()
+        touched: set[str] = set()
         fresh: dict[bytes, list] = {}
-        out, stored = [], 0
+        out: list[list] = []
+        stored = 0
         jobs = _page_jobs(blobs, page_bytes)
         with ThreadPoolExecutor(
             max_workers=HASH_THREADS, thread_name_prefix="florql-pages"
@@ -103,9 +104,11 @@ class PageWriter:
             for blob_no, page, squeeze in jobs:
                 pending.append((blob_no, pool.submit(_prepare, page, squeeze, known)))
                 if len(pending) > PIPELINE_DEPTH:
-                    stored += self._place(*pending.popleft(), known, fresh, touched, out)
+                    no, fut = pending.popleft()
+                    stored += self._place(no, fut, known, fresh, touched, out)
             while pending:
-                stored += self._place(*pending.popleft(), known, fresh, touched, out)
+                no, fut = pending.popleft()
+                stored += self._place(no, fut, known, fresh, touched, out)
         for name in touched:
             self.fs.fsync(f"{self.root}/{name}")
         if self._new_file:

@@ -32,7 +32,7 @@ import posixpath
 from .errors import CorruptionError, StoreError
 from .format import INDEX_MAGIC, segment_name
 from .frame import decode_entries, gc_paused
-from .manifest import Manifest, unseal
+from .manifest import Manifest, read_manifest, unseal
 from .records import Problem, Record
 from .segment import HEADER_SIZE, FrameScanner, decode_header, valid_frame_after
 from .state import StoreState
@@ -68,8 +68,8 @@ def decode_checked(frame, path: str) -> list:
     """The [[kind, body], ...] of a good frame; CorruptionError if it is not what it claims."""
     try:
         entries = decode_entries(frame)
-        if type(entries) is not list or len(entries) != frame.count:
-            raise ValueError(f"frame says {frame.count} records, holds {len(entries)}")
+        if type(entries) is not list or len(entries) != frame.nrecs:
+            raise ValueError(f"frame says {frame.nrecs} records, holds {len(entries)}")
         # Entries are not checked one by one: the CRC vouches for what our writer packed.
         return entries
     except Exception as exc:  # noqa: BLE001 - any decode failure of a checksummed frame is corruption
@@ -138,10 +138,9 @@ def redo(
         scanner = FrameScanner(fs, path, offset, state.last_lsn + 1)
         for frame in scanner:
             entries = decode_checked(frame, path)
-            state.note_frame(seg_no, frame.offset, frame.end, frame.base_lsn, frame.count)
+            state.note_frame(seg_no, frame.offset, frame.end, frame.base_lsn, frame.nrecs)
             state.apply_entries(frame.base_lsn, entries)
         stop = scanner.stop
-        assert stop is not None
         if stop.reason != "end":
             last = i == len(segs) - 1
             if (
@@ -180,11 +179,20 @@ def _open_segment(
 
 def recover(
     fs, root: str, manifest: Manifest, problems: list | None = None
-) -> tuple[StoreState, tuple | None]:
-    """Open-time recovery: load the last index checkpoint, redo the log after it."""
+) -> tuple[Manifest, StoreState, tuple | None]:
+    """Open-time recovery: load the last index checkpoint, redo the log after it.
+
+    A writer may replace the index checkpoint (and delete the old file) between our reading
+    the MANIFEST and the index; then the MANIFEST is read again rather than redoing the log.
+    """
+    for _ in range(3):
+        idx = manifest.index
+        if not idx or fs.exists(f"{root}/{idx['file']}"):
+            break
+        manifest = read_manifest(fs, root)
     state = load_index(fs, root, manifest, problems)
     torn = redo(fs, root, manifest, state)
-    return state, torn
+    return manifest, state, torn
 
 
 def store_name(root: str) -> str:

@@ -10,7 +10,7 @@ is recovery's job (invariant 3), with `valid_frame_after` as its evidence.
 >>> sid = bytes(16)
 >>> fs.write_file("/s/log/1.seg", encode_header(1, sid, 1) + encode_frame(1, [(3, "a")]) + b"\\x07")
 >>> sc = FrameScanner(fs, "/s/log/1.seg", HEADER_SIZE, 1)
->>> [(f.base_lsn, f.count) for f in sc], sc.stop.reason, sc.stop.offset
+>>> [(f.base_lsn, f.nrecs) for f in sc], sc.stop.reason, sc.stop.offset
 ([(1, 1)], 'short', 77)
 """
 
@@ -61,7 +61,10 @@ def decode_header(data: bytes, path: str, seg_no: int, store_id: bytes) -> int:
 
 
 class Stop(NamedTuple):
-    """Why a scan ended: "end" (clean), "short" (frame runs past the end), "bad", or "lsn"."""
+    """Why a scan ended: "end" (clean), "short" (frame runs past the end), "bad", or "lsn".
+
+    ("unread" until the scan has run.)
+    """
 
     reason: str
     offset: int
@@ -81,7 +84,7 @@ class FrameScanner:
     ) -> None:
         self.fs, self.path, self.start, self.limit = fs, path, start, limit
         self.next_lsn = expected_lsn
-        self.stop: Stop | None = None
+        self.stop = Stop("unread", start, expected_lsn)
 
     def __iter__(self):
         pos = self.start
@@ -116,7 +119,7 @@ class FrameScanner:
                     self.stop = Stop("lsn", pos + local, self.next_lsn)
                     return
                 yield f._replace(offset=pos + local, end=pos + f.end)
-                self.next_lsn += f.count
+                self.next_lsn += f.nrecs
                 local = f.end
             pos += local
 

@@ -101,7 +101,7 @@ class Store:
         manifest = read_manifest(fs, root)
         _check_contents(fs, root)
         problems: list[Problem] = []
-        state, _torn = recover(fs, root, manifest, problems)
+        manifest, state, _torn = recover(fs, root, manifest, problems)
         options = {
             "segment_bytes": segment_bytes,
             "page_bytes": page_bytes,
@@ -158,13 +158,13 @@ class Store:
             limit = tail_off if seg_no == tail_seg else None
             scanner = FrameScanner(self.fs, path, offset, lsn, limit)
             for f in scanner:
-                if f.base_lsn + f.count <= from_lsn:
+                if f.base_lsn + f.nrecs <= from_lsn:
                     continue
                 records = records_of(f, path)
                 if records[0].lsn < from_lsn:
                     records = records[from_lsn - records[0].lsn :]
                 yield records
-                if f.base_lsn + f.count - 1 >= last:
+                if f.base_lsn + f.nrecs - 1 >= last:
                     return
             if scanner.stop.reason != "end":
                 raise corruption(path, scanner.stop.offset, scanner.stop.lsn, scanner.stop.reason)
