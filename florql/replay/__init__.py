@@ -1,0 +1,19 @@
+"""Hindsight replay: compute values a run never logged, from its checkpoints.
+
+One noun per module, in pipeline order:
+
+- `syntax.py`: reading florql calls (`log`, `loop`) and scopes out of Python syntax trees;
+- `splicer.py`: new `florql.log` statements of the current code, spliced into the recorded code;
+- `history.py`: a recorded run as the planner sees it (iterations, timings, checkpoints, earlier
+  replays), from its LOOP / LOOP_END / REPLAY_* records;
+- `planner.py`: the least work for a selection: per-iteration steps (`skip_inner`,
+  `silent_tail`, `execute`) cut into independent pieces and grouped into tasks;
+- `executor.py`: the worker pool (`sys.executable -m florql.replay.worker TASK.json`);
+- `progress.py`: the progress bar;
+- `predicate.py`: `--where` text into a selection;
+- `hindsight.py`: `plan` and `ensure` (INTERFACES §4), fidelity and provenance records;
+- `commands.py`: `florql replay`.
+
+`worker.py` (the task entry point) and the task runtime (`florql.replay_session`) belong to
+the recording layer (INTERFACES §3).
+"""

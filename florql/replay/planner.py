@@ -215,7 +215,8 @@ def _reach_and_execute(h: RunHistory, plan: RunPlan, k: int) -> Piece:
     cost = 0.0
     if ck is None:
         first = h.iterations[0].index
-        if not any(w.startswith("no checkpoint") for w in plan.warnings):
+        # Iteration 0 always starts from the start; later ones warn: replay costs more there.
+        if k > first and not any(w.startswith("no checkpoint") for w in plan.warnings):
             plan.warnings.append(
                 f"no checkpoint before iteration {k} of run {h.run_id}: replaying from the "
                 "start of training (record with a larger --overhead budget for faster replay)"
