@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from florql.errors import BadInputError, FlorqlError
-from florql.session import RUN_RESUME, VALUE, Session, install
+from florql.session import RUN_RESUME, VALUE, NullSession, Session, install
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -48,6 +48,12 @@ def main(args: Any) -> int:
     if args.overhead is not None and not 0 < args.overhead <= 1:
         raise BadInputError(f"--overhead {args.overhead} must be a fraction in (0, 1], e.g. 0.02")
     argv = [args.script, *args.script_args]
+    if os.environ.get("FLORQL_DISABLE") == "1":  # florql's calls as no-ops (benchmark baseline)
+        install(NullSession(overrides))
+        try:
+            return runner.run_script(script, argv).exit_code
+        finally:
+            install(None)
     session = Session(
         args.store,
         script=script,

@@ -90,12 +90,17 @@ def new_run_id() -> str:
 
 
 class NullSession:
-    """Records nothing: every call passes through (FLORQL_DISABLE=1)."""
+    """Records nothing: every call passes through (FLORQL_DISABLE=1); `--arg` still applies."""
+
+    def __init__(self, overrides: dict[str, Any] | None = None) -> None:
+        self.overrides = overrides or {}
 
     def log(self, name: str, value: Any) -> Any:
         return value
 
     def arg(self, name: str, default: Any) -> Any:
+        if name in self.overrides:
+            return cast_override(name, self.overrides[name], default)
         return default
 
     def loop(self, name: str, iterable: Any) -> Any:
