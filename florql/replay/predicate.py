@@ -8,8 +8,9 @@ call, arithmetic) is `Unknown`: it admits everything, which only ever replays mo
 >>> s = parse_where("epoch > 5 AND run_id IN ('a', 'b')")
 >>> s.admits("a", {"epoch": 6}), s.admits("a", {"epoch": 5}), s.admits("c", {"epoch": 9})
 (True, False, False)
->>> parse_where("epoch BETWEEN 2 AND 3 OR NOT step < 4").describe()
-'epoch >= 2 AND epoch <= 3 OR NOT step < 4'
+>>> b = parse_where("epoch BETWEEN 2 AND 3 OR NOT step < 4")
+>>> [e for e in range(6) if b.admits("a", {"epoch": e, "step": 0})]
+[2, 3]
 >>> parse_where(None).admits("x", {"epoch": 1})
 True
 """
