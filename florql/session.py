@@ -432,6 +432,7 @@ class Session:
         lp = _Loop(name)
         self._stack.append(lp)
         i = -1
+        closed = False
         try:
             for i, item in enumerate(iterable):
                 value = item if type(item) in (int, str) else i
@@ -440,11 +441,16 @@ class Session:
                 if first:
                     self.inner_iterations += 1
                 yield item
+        except GeneratorExit:
+            # `break`, or an exception unwinding the script: no STATE/checkpoint, since the two
+            # cannot be told apart here and a failing iteration must not be checkpointed.
+            closed = True
+            raise
         finally:
             self._ctx = parent
             self._stack.pop()
             self.emit(LOOP_END, lambda s: [self.run_id, s, name, parent, i + 1, time.time()])
-            if first:
+            if first and not closed and not self._ended:
                 self.inner_end(outer, sys._getframe(1))
 
     # --- hooks (record mode) -------------------------------------------------------------------
@@ -485,7 +491,7 @@ class Session:
         self._offer_checkpoint(outer, "inner_end", found)
 
     def outer_end(self, lp: _Loop, frame: FrameType) -> None:
-        if not lp.had_inner and not self.muted:
+        if not lp.had_inner and not self.muted and not self._ended:
             self._offer_checkpoint(lp, "iter_end", {})
 
     def outer_done(self) -> None:
