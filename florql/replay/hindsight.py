@@ -378,7 +378,7 @@ def _finish(
     for rp in hp.plan.runs:
         rid = replay_ids[rp.run_id]
         mine = [o for o in outcomes if o.task["replay_id"] == rid]
-        fid = {"checked": 0, "matched": 0, "first_mismatch": None}
+        fid: dict[str, Any] = {"checked": 0, "matched": 0, "first_mismatch": None}
         stored: set[int] = set()
         executed: set[int] = set()
         for o in mine:

@@ -20,7 +20,7 @@ import ast
 import builtins
 from dataclasses import dataclass, field
 
-_COMPOUND = (
+_COMPOUND: tuple[type[ast.stmt], ...] = (
     ast.For,
     ast.AsyncFor,
     ast.While,
@@ -224,7 +224,8 @@ def bound_names(scope: ast.AST) -> set[str]:
         for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]:
             if arg is not None:
                 names.add(arg.arg)
-    todo = list(scope.body) if isinstance(scope.body, list) else [scope.body]
+    body = getattr(scope, "body", [])
+    todo: list[ast.AST] = list(body) if isinstance(body, list) else [body]
     while todo:
         node = todo.pop()
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
