@@ -266,7 +266,7 @@ def ensure(
     *,
     script: str | None = None,
     runs: Sequence[str] | None = None,
-    tolerance: float = 0.0,
+    tolerance: float | None = None,
     worker_command: Sequence[str] | None = None,
 ) -> Report:
     """Replay what is needed so that `names` are stored for every row `selection` admits.
@@ -279,7 +279,8 @@ def ensure(
         progress: draw a progress bar on stderr when it is a terminal.
         script: the current version of the script (default: each run's recorded path).
         runs: only these run ids.
-        tolerance: relative and absolute tolerance of the fidelity check (0: exact).
+        tolerance: relative and absolute tolerance of the fidelity check (default
+            `$FLORQL_REPLAY_TOLERANCE`, else 0: exact).
     Returns:
         A `Report`; names no current code logs are in `unresolved` (not an error here).
     Raises:
@@ -288,6 +289,8 @@ def ensure(
     from florql_storage import Store
 
     t0 = time.monotonic()
+    if tolerance is None:
+        tolerance = _env_tolerance()
     store_path = os.path.abspath(store_path)
     store = Store.open(store_path, create=False)
     try:
@@ -557,6 +560,21 @@ def _placement(s: Splice, h: history.RunHistory) -> tuple[str, str | None]:
             "with it; ask for them separately"
         )
     return ("execute" if "execute" in kinds else "outer"), note
+
+
+def _env_tolerance() -> float:
+    text = os.environ.get("FLORQL_REPLAY_TOLERANCE", "").strip()
+    if not text:
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise BadInputError(
+            f"FLORQL_REPLAY_TOLERANCE={text!r} must be a number >= 0 (e.g. 1e-6); unset it for exact checks"
+        )
+    return value
 
 
 def _replay_id() -> str:

@@ -144,3 +144,20 @@ def test_history_reads_timings_checkpoints_and_earlier_replays_from_records() ->
     assert h.checkpoints[0].ckpt_id == "c0" and h.total_seconds == 6.0
     assert h.covered("w") == {1}  # y never ended and stored nothing
     assert [r.replay_id for r in h.diverged_replays({"w"})] == ["x"]
+
+
+def test_a_replay_that_never_ended_is_credited_with_the_iterations_it_stored() -> None:
+    from florql.replay.history import settle_unfinished
+
+    recs = [
+        (4, ["r", 1, "epoch", [["epoch", 0, 0]], 1.0]),
+        (4, ["r", 2, "epoch", [["epoch", 1, 1]], 2.0]),
+        (9, {"replay_id": "y", "run_id": "r", "names": ["w"], "iterations": [0, 1]}),
+    ]
+    h = from_records("r", {}, recs, [])
+    settle_unfinished(
+        h, [["r", 9, "w", 0.5, [["epoch", 1, 1]], 3.0, "y"], ["r", 3, "loss", 1, [], 1.0, ""]]
+    )
+    assert h.covered("w") == {1}  # iteration 0 was never stored: it will be replayed
+    p = plan_runs([(h, {"w"}, "outer", h.covered("w"))], parse_where(None).admits, 1)
+    assert p.runs[0].selected == [0]
