@@ -27,8 +27,6 @@ State diagram of an open store:
 
 from __future__ import annotations
 
-import posixpath
-
 from .errors import CorruptionError, StoreError
 from .format import INDEX_MAGIC, segment_name
 from .frame import decode_entries, gc_paused
@@ -193,12 +191,3 @@ def recover(
     state = load_index(fs, root, manifest, problems)
     torn = redo(fs, root, manifest, state)
     return manifest, state, torn
-
-
-def store_name(root: str) -> str:
-    """A short name for messages.
-
-    >>> store_name("/a/b/.florql")
-    '.florql'
-    """
-    return posixpath.basename(root.rstrip("/")) or root

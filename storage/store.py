@@ -374,5 +374,3 @@ def write_index(store: Store) -> None:
             with contextlib.suppress(FileNotFoundError):
                 store.fs.remove(f"{store.root}/{INDEX_DIR}/{old}")
 
-
-__all__ = ["Store", "CorruptionError"]

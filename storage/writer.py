@@ -65,7 +65,7 @@ class LogWriter:
 
     def append(self, kind: int, body) -> None:
         """Buffer one logical record (thread-safe, no I/O); durable after the next `flush`."""
-        if kind in K.INTERNAL or not isinstance(kind, int) or not 0 < kind < 256:
+        if type(kind) is not int or kind in K.INTERNAL or not 0 < kind < 256:
             raise BadInputError(
                 f"record kind {kind!r} is not a user kind; use one of florql_storage.kinds 1..15"
             )
@@ -76,7 +76,7 @@ class LogWriter:
         """Buffer [(kind, body), ...]; with atomic=True they share one frame: all durable or none."""
         group = [(k, b) for k, b in entries]
         for k, _ in group:
-            if k in K.INTERNAL or not isinstance(k, int) or not 0 < k < 256:
+            if type(k) is not int or k in K.INTERNAL or not 0 < k < 256:
                 raise BadInputError(
                     f"record kind {k!r} is not a user kind; use one of florql_storage.kinds 1..15"
                 )
