@@ -189,3 +189,41 @@ def test_threads_appending_concurrently_lose_nothing(fscase):
     w.flush()
     got = sorted((r.body[0], r.body[1]) for r in fscase.open().scan())
     assert got == sorted((f"t{t}", i) for t in range(4) for i in range(300))
+
+
+def test_atomic_group_is_one_frame_of_its_own(fscase):
+    s = fscase.open()
+    w = s.writer()
+    w.append(kinds.VALUE, value(0))
+    w.append_many([(kinds.VALUE, value(i)) for i in range(1, 4)], atomic=True)
+    w.append(kinds.VALUE, value(4))
+    w.flush()
+    frames = [[r.body[1] for r in f] for f in fscase.open().scan_frames()]
+    assert frames == [[0], [1, 2, 3], [4]]
+
+
+def test_scan_is_a_snapshot_while_the_same_store_keeps_writing(fscase):
+    s = fscase.open()
+    w = s.writer()
+    w.append_many([(kinds.VALUE, value(i)) for i in range(10)])
+    w.flush()
+    it = s.scan()
+    first = next(it)
+    w.append_many([(kinds.VALUE, value(i)) for i in range(10, 20)])
+    w.flush()
+    assert [first.lsn] + [r.lsn for r in it] == list(range(1, 11))
+    assert [r.lsn for r in s.scan()] == list(range(1, 21))
+
+
+def test_page_files_roll_over_and_all_stay_readable():
+    from florql_storage.pages import PageWriter, read_blob
+
+    fs = MemFS()
+    fs.mkdir("/s/pages")
+    pw = PageWriter(fs, "/s", "w", file_bytes=10_000)
+    rng = np.random.default_rng(3)
+    blobs = [rng.integers(0, 256, 8000, dtype=np.uint8).tobytes() for _ in range(5)]
+    refs, stored = pw.write_blobs(blobs, {}, page_bytes=4096)
+    assert len(fs.listdir("/s/pages")) >= 3
+    assert [bytes(read_blob(fs, "/s", *r)) for r in refs] == blobs
+    assert stored > 0
