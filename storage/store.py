@@ -335,6 +335,21 @@ def _init_store(fs: FileSystem, root: str) -> None:
     """Create an empty store; the MANIFEST, written last, is what makes it one."""
     try:
         fs.mkdir(root)
+        # Two processes may create one store at once: the log lock makes one of them do it.
+        lock = fs.lock(f"{root}/{LOCK}")
+    except PermissionError as exc:
+        raise StoreError(
+            f"cannot create a store at {root} ({exc.strerror}); choose a writable folder for --store"
+        ) from None
+    try:
+        if not fs.exists(f"{root}/{MANIFEST}"):
+            _init_locked(fs, root)
+    finally:
+        lock.release()
+
+
+def _init_locked(fs: FileSystem, root: str) -> None:
+    try:
         for d in (LOG_DIR, PAGES_DIR, INDEX_DIR, RUNS_DIR):
             fs.mkdir(f"{root}/{d}")
         store_id = uuid.uuid4().bytes
@@ -373,4 +388,3 @@ def write_index(store: Store) -> None:
         if f"{INDEX_DIR}/{old}" != name:
             with contextlib.suppress(FileNotFoundError):
                 store.fs.remove(f"{store.root}/{INDEX_DIR}/{old}")
-

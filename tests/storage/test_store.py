@@ -227,3 +227,29 @@ def test_page_files_roll_over_and_all_stay_readable():
     assert len(fs.listdir("/s/pages")) >= 3
     assert [bytes(read_blob(fs, "/s", *r)) for r in refs] == blobs
     assert stored > 0
+
+
+def test_concurrent_creation_makes_one_store(tmp_path):
+    import threading
+
+    root = str(tmp_path / "new")
+    stores: list = []
+    errors: list = []
+
+    def create() -> None:
+        try:
+            stores.append(Store.open(root))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len({s._manifest.store_id for s in stores}) == 1
+    w = stores[0].writer()
+    w.append(kinds.VALUE, value(1))
+    w.flush()
+    assert stores[-1].refresh() == 1
