@@ -251,7 +251,8 @@ def capture_rng() -> dict[str, Any]:
     if "numpy" in sys.modules:
         import numpy as np
 
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        np_state: Any = np.random.get_state()
+        kind, keys, pos, has_gauss, cached = np_state
         out["numpy"] = [kind, keys.tobytes(), int(pos), int(has_gauss), float(cached)]
     if "torch" in sys.modules:
         import torch

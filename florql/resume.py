@@ -63,7 +63,7 @@ class ResumeSession(Session):
         self._begin()  # take the run's lock before anything runs
 
     def outer_wants(self, iteration: int, frame: FrameType) -> bool:
-        if not self.muted:
+        if not self.muted or self.target is None:
             return True
         if iteration < self.target:
             return False

@@ -111,10 +111,11 @@ class NullSession:
 
 
 class _Loop:
-    __slots__ = ("name", "iteration", "value", "had_inner", "started", "total")
+    __slots__ = ("name", "iteration", "value", "had_inner", "started", "total", "is_outer")
 
-    def __init__(self, name: str, total: int | None = None) -> None:
+    def __init__(self, name: str, total: int | None = None, is_outer: bool = False) -> None:
         self.name = name
+        self.is_outer = is_outer
         self.iteration = -1
         self.value: Any = None
         self.had_inner = False
@@ -402,7 +403,7 @@ class Session:
     # --- loops -------------------------------------------------------------------------------
 
     def _outer(self, name: str, iterable: Any) -> Any:
-        lp = _Loop(name, _length(iterable))
+        lp = _Loop(name, _length(iterable), is_outer=True)
         self._stack.append(lp)
         i = -1
         try:
@@ -422,9 +423,9 @@ class Session:
             self.emit(LOOP_END, lambda s: [self.run_id, s, name, [], i + 1, time.time()])
 
     def _nested(self, name: str, iterable: Any) -> Any:
-        outer = self._stack[0] if self._stack and self._outer_seen else None
-        first = outer is not None and len(self._stack) == 1 and not outer.had_inner
-        if first:
+        outer = self._stack[0] if len(self._stack) == 1 and self._stack[0].is_outer else None
+        first = outer is not None and not outer.had_inner
+        if outer is not None and first:
             outer.had_inner = True
             if self.inner_start(outer, sys._getframe(1)):
                 return  # skipped: the checkpoint restored the state this loop leaves behind
@@ -450,7 +451,7 @@ class Session:
             self._ctx = parent
             self._stack.pop()
             self.emit(LOOP_END, lambda s: [self.run_id, s, name, parent, i + 1, time.time()])
-            if first and not closed and not self._ended:
+            if outer is not None and first and not closed and not self._ended:
                 self.inner_end(outer, sys._getframe(1))
 
     # --- hooks (record mode) -------------------------------------------------------------------
