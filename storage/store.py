@@ -337,6 +337,7 @@ def _init_store(fs: FileSystem, root: str) -> None:
         fs.mkdir(root)
         # Two processes may create one store at once: the log lock makes one of them do it.
         lock = fs.lock(f"{root}/{LOCK}")
+        assert lock is not None  # a blocking lock always returns its handle
     except PermissionError as exc:
         raise StoreError(
             f"cannot create a store at {root} ({exc.strerror}); choose a writable folder for --store"
