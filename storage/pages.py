@@ -26,6 +26,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import lz4.block
+import numpy as np
 
 from .errors import BadInputError, CorruptionError
 from .format import CODEC_LZ4, CODEC_RAW, PAGE_HEADER, PAGE_MAGIC, PAGES_DIR, crc, mask_crc
@@ -199,10 +200,22 @@ def read_page_into(fs, root: str, ref, out: memoryview) -> None:
         )
 
 
-def read_blob(fs, root: str, raw_len: int, refs) -> memoryview:
-    """One blob, read into a single preallocated buffer; CorruptionError on a bad page."""
-    buf = bytearray(raw_len)
-    view = memoryview(buf)
+def read_blob(fs, root: str, raw_len: int, refs, out=None) -> memoryview:
+    """One blob, read into a single buffer; CorruptionError on a bad page.
+
+    `out` is a writable buffer of exactly `raw_len` bytes to read into (say, a live tensor's
+    memory); without it a fresh one is allocated with np.empty, which, unlike bytearray, does
+    not zero-fill: measured 2-5x faster for large blobs here (FIELD-NOTES: fresh allocations).
+    """
+    if out is None:
+        view = memoryview(np.empty(raw_len, dtype=np.uint8))
+    else:
+        view = as_byte_view(out)
+        if view.readonly or len(view) != raw_len:
+            raise BadInputError(
+                f"a buffer to load a checkpoint blob into must be writable and {raw_len} bytes, "
+                f"not {'read-only ' if view.readonly else ''}{len(view)} bytes"
+            )
     pos = 0
     for ref in refs:
         n = ref[4]

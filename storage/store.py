@@ -206,8 +206,13 @@ class Store:
                 return c
         return None
 
-    def load_checkpoint(self, ckpt) -> tuple[dict, list[memoryview]]:
-        """(meta, blobs) exactly as written; each blob one buffer; CorruptionError on a bad page."""
+    def load_checkpoint(self, ckpt, into=None) -> tuple[dict, list[memoryview]]:
+        """(meta, blobs) exactly as written; each blob one buffer; CorruptionError on a bad page.
+
+        `ckpt` is a CheckpointInfo or a ckpt_id. `into`, if given, holds one writable buffer
+        (or None) per blob to read that blob into, e.g. the memory of the live tensors it
+        restores, which saves an allocation and a copy.
+        """
         from .pages import read_blob
 
         ckpt_id = ckpt if isinstance(ckpt, str) else ckpt.ckpt_id
@@ -218,7 +223,16 @@ class Store:
             raise BadInputError(
                 f"checkpoint {ckpt_id!r} is not in the store; list them with store.checkpoints()"
             )
-        return info.meta, [read_blob(self.fs, self.root, raw_len, refs) for raw_len, refs in blobs]
+        targets = list(into) if into is not None else [None] * len(blobs)
+        if len(targets) != len(blobs):
+            raise BadInputError(
+                f"checkpoint {ckpt_id!r} has {len(blobs)} blobs but {len(targets)} buffers were given"
+            )
+        views = [
+            read_blob(self.fs, self.root, raw_len, refs, out)
+            for (raw_len, refs), out in zip(blobs, targets, strict=True)
+        ]
+        return info.meta, views
 
     def records_after(self, run_id: str, lsn: int, kinds=None) -> Iterator[Record]:
         """Records of `run_id` with LSN > lsn, in LSN order."""

@@ -253,3 +253,20 @@ def test_concurrent_creation_makes_one_store(tmp_path):
     w.append(kinds.VALUE, value(1))
     w.flush()
     assert stores[-1].refresh() == 1
+
+
+def test_load_checkpoint_into_callers_buffers(fscase):
+    import pytest
+    from florql_storage import BadInputError
+
+    s = fscase.open(page_bytes=4096)
+    a, b = np.arange(3000, dtype=np.float32), np.arange(10, dtype=np.int64)
+    ck = s.writer().write_checkpoint("r", {}, [a, b])
+    live_a, live_b = np.zeros_like(a), np.zeros_like(b)
+    _, views = fscase.open().load_checkpoint(ck.ckpt_id, into=[live_a, None])
+    assert np.array_equal(live_a, a)  # read straight into the caller's memory
+    assert bytes(views[1]) == b.tobytes() and not live_b.any()
+    with pytest.raises(BadInputError, match="12000 bytes"):
+        s.load_checkpoint(ck, into=[np.zeros(5, dtype=np.float32), None])
+    with pytest.raises(BadInputError, match="2 blobs"):
+        s.load_checkpoint(ck, into=[live_a])
