@@ -44,6 +44,7 @@ from florql.values import SCALARS, to_loggable
 RUN_BEGIN, RUN_END, VALUE, LOOP, LOOP_END, RNG, STATE, RUN_RESUME = 1, 2, 3, 4, 5, 6, 7, 8
 
 FLUSH_SECONDS = 0.25
+_now = time.time
 DEFAULT_STORE = ".florql"
 
 CURRENT: Session | NullSession | None = None
@@ -278,6 +279,7 @@ class Session:
         if self._ended:
             return {}
         self._ended = True
+        self.muted = True  # records made after the end (e.g. by loops closed late) are dropped
         if status is None:
             status = "failed" if self._failure is not None else "finished"
         if error is None and self._failure is not None:
@@ -353,6 +355,7 @@ class Session:
                     if item[0] == VALUE:
                         _, seq, name, value, ctx, t = item
                         entries.append((VALUE, [rid, seq, name, value, ctx, t, ""]))
+                        self.values += 1
                     else:
                         entries.append(item)
                 self.writer.append_many(entries)
@@ -372,10 +375,9 @@ class Session:
 
     def log(self, name: str, value: Any) -> Any:
         v = value if type(value) in SCALARS else to_loggable(name, value)
-        if self.muted or self._ended:
+        if self.muted:
             return value
-        self._buf.append((VALUE, next(self._counter), name, v, self._ctx, time.time()))
-        self.values += 1
+        self._buf.append((VALUE, next(self._counter), name, v, self._ctx, _now()))
         return value
 
     def arg(self, name: str, default: Any) -> Any:
