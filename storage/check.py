@@ -61,7 +61,15 @@ def _check_log(store, problems: list) -> None:
             if stop.reason == "end":
                 break
             later = valid_frame_after(fs, path, stop.offset, stop.lsn)
-            if later is None and i == len(segs) - 1 and stop.reason != "lsn":
+            last = i == len(segs) - 1
+            if (
+                last
+                and stop.reason != "lsn"
+                and (
+                    later is None
+                    or valid_frame_after(fs, path, stop.offset, stop.lsn, later_flush=True) is None
+                )
+            ):
                 break  # a torn tail: the end of the log, not damage (invariant 3)
             problems.append(
                 Problem(

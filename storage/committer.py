@@ -28,11 +28,11 @@ def commit(store, packed: list) -> int:
     try:
         catch_up(store)
         state = store._state
-        base = state.last_lsn + 1
+        base = first = state.last_lsn + 1
         written = []
         rolled = False
         for batch, payload in packed:
-            frame = encode_payload(base, len(batch), payload)
+            frame = encode_payload(base, len(batch), payload, base - first)
             handle, seg_no, r = _room_for(store, len(frame), base)
             rolled |= r
             offset = handle.write(frame)

@@ -3,7 +3,7 @@
 >>> mask_crc(unmask_crc(0x12345678)) == 0x12345678
 True
 >>> FRAME_HEADER.size, SEGMENT_HEADER.size, PAGE_HEADER.size
-(24, 48, 40)
+(28, 48, 40)
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ PAGE_MAGIC = b"FQPG"
 
 # magic, version, seg_no, store_id, first_lsn, crc, reserved
 SEGMENT_HEADER = struct.Struct("<8sII16sQII")
-# crc, length, type, flags, reserved, base_lsn, count
-FRAME_HEADER = struct.Struct("<IIBBHQI")
+# crc, length, type, flags, reserved, base_lsn, count, group (base_lsn - first LSN of its flush)
+FRAME_HEADER = struct.Struct("<IIBBHQII")
 # magic, version, length, crc, reserved (MANIFEST and index files)
 FILE_HEADER = struct.Struct("<8sIIII")
 # magic, codec, reserved(3), raw_len, stored_len, crc, hash, reserved

@@ -54,14 +54,20 @@ def encode_frame(base_lsn: int, entries) -> bytes:
     return encode_payload(base_lsn, len(entries), pack_entries(entries))
 
 
-def encode_payload(base_lsn: int, count: int, payload: bytes) -> bytes:
-    """Frame an already packed payload, compressing it when that saves at least an eighth."""
+def encode_payload(base_lsn: int, count: int, payload: bytes, group: int = 0) -> bytes:
+    """Frame an already packed payload, compressing it when that saves at least an eighth.
+
+    `group` is how far `base_lsn` lies past the first LSN of the flush this frame belongs to:
+    recovery uses it to tell a torn multi-frame flush from corruption (recovery.py, invariant 3).
+    """
     flags = 0
     if len(payload) >= COMPRESS_MIN_BYTES:
         packed = lz4.block.compress(payload, store_size=True)
         if len(packed) <= len(payload) - len(payload) // 8:
             payload, flags = packed, FLAG_LZ4
-    header = bytearray(FRAME_HEADER.pack(0, len(payload), FRAME_RECORDS, flags, 0, base_lsn, count))
+    header = bytearray(
+        FRAME_HEADER.pack(0, len(payload), FRAME_RECORDS, flags, 0, base_lsn, count, group)
+    )
     c = crc(payload, crc(memoryview(header)[4:]))
     header[0:4] = mask_crc(c).to_bytes(4, "little")
     return bytes(header) + payload
@@ -77,21 +83,24 @@ class Frame(NamedTuple):
     nrecs: int
     flags: int
     payload: memoryview | None
+    group_lsn: int = 0  # first LSN of the flush that wrote this frame
 
 
 def parse_frame(buf, pos: int, limit: int) -> Frame:
     """The frame starting at `buf[pos]`, which holds valid data up to `limit`."""
     if limit - pos < HEADER_SIZE:
         return Frame("short", pos, limit, 0, 0, 0, None)
-    masked, length, ftype, flags, _rsv, base_lsn, count = FRAME_HEADER.unpack_from(buf, pos)
+    masked, length, ftype, flags, _rsv, base_lsn, count, group = FRAME_HEADER.unpack_from(buf, pos)
     end = pos + HEADER_SIZE + length
     if end > limit:
         return Frame("short", pos, end, base_lsn, count, flags, None)
     view = memoryview(buf)
     c = crc(view[pos + HEADER_SIZE : end], crc(view[pos + 4 : pos + HEADER_SIZE]))
-    if mask_crc(c) != masked or ftype != FRAME_RECORDS or count == 0:
+    if mask_crc(c) != masked or ftype != FRAME_RECORDS or count == 0 or group >= base_lsn:
         return Frame("bad", pos, end, base_lsn, count, flags, None)
-    return Frame("ok", pos, end, base_lsn, count, flags, view[pos + HEADER_SIZE : end])
+    return Frame(
+        "ok", pos, end, base_lsn, count, flags, view[pos + HEADER_SIZE : end], base_lsn - group
+    )
 
 
 @contextlib.contextmanager

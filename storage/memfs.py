@@ -66,7 +66,9 @@ class MemFS(FileSystem):
     A file's bytes are durable after `fsync(file)`; its name (creation, rename, removal) after
     `fsync_dir(parent)`. `crash(mode)` returns the file system a reboot would find:
     "drop" loses every unsynced byte and name, "garble" also leaves random bytes where unsynced
-    appends were, "keep" keeps everything (a process crash: the page cache survives).
+    appends were, "sectors" keeps a random subset of the unsynced appended sectors (unordered
+    write-back; the rest read as zeros), "keep" keeps everything (a process crash: the page
+    cache survives).
     """
 
     def __init__(self) -> None:
@@ -229,8 +231,8 @@ class MemFS(FileSystem):
 
     def crash(self, mode: str = "drop", seed: int = 0) -> MemFS:
         """The file system after a power cut now (locks are gone; see the class docstring)."""
-        if mode not in ("drop", "garble", "keep"):
-            raise ValueError(f"crash mode must be drop, garble or keep, not {mode!r}")
+        if mode not in ("drop", "garble", "sectors", "keep"):
+            raise ValueError(f"crash mode must be drop, garble, sectors or keep, not {mode!r}")
         rng = random.Random(seed)
         out = MemFS()
         with self._mutex:
@@ -273,5 +275,13 @@ class MemFS(FileSystem):
                 new.data += inode.data[len(inode.synced) : len(inode.synced) + keep]
                 junk = rng.randint(0, extra - keep)
                 new.data += bytes(rng.getrandbits(8) for _ in range(min(junk, 4096)))
+            elif mode == "sectors" and extra > 0 and inode.data.startswith(inode.synced):
+                # Write-back is unordered: each 512-byte sector of the unsynced append reached
+                # the disk or not (reads as zeros), and the file may end at any sector.
+                tail = inode.data[len(inode.synced) :]
+                end = rng.choice([len(tail), rng.randint(0, len(tail))])
+                for at in range(0, end, 512):
+                    chunk = tail[at : min(at + 512, end)]
+                    new.data += chunk if rng.random() < 0.5 else bytes(len(chunk))
         new.synced = bytes(new.data)
         return new

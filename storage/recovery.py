@@ -8,8 +8,10 @@ Invariants (DESIGN.md §3; tests cite them by number):
 2. A record is either wholly readable with a valid checksum or treated as absent.
 3. A torn record at the tail of the last segment is the end of the log, not corruption; a bad
    checksum anywhere else is corruption, reported with segment, offset and LSN.
-   (A bad frame in the last segment is torn only if no good frame follows it: fsync always makes
-   a prefix durable, so damage from a crash can only be a suffix.)
+   (A bad frame in the last segment is torn unless a good frame of a *later flush* follows it:
+   each flush fsyncs before the next begins, so a later flush's frame proves this one was
+   durable. Frames of the same flush may reach the disk in any order, so a good frame of the
+   same flush after a torn one is still part of the torn tail.)
 4. A checkpoint is usable only when its end record is durable.
    (Pages are fsynced before CKPT_END is appended; the catalog is built from CKPT_END records.)
 5. Recovery is idempotent: a crash during recovery, then recovery again, gives the same store.
@@ -144,7 +146,7 @@ def redo(
             if (
                 last
                 and stop.reason != "lsn"
-                and valid_frame_after(fs, path, stop.offset, stop.lsn) is None
+                and valid_frame_after(fs, path, stop.offset, stop.lsn, later_flush=True) is None
             ):
                 return seg_no, stop.offset
             raise corruption(path, stop.offset, stop.lsn, stop.reason)

@@ -11,7 +11,7 @@ is recovery's job (invariant 3), with `valid_frame_after` as its evidence.
 >>> fs.write_file("/s/log/1.seg", encode_header(1, sid, 1) + encode_frame(1, [(3, "a")]) + b"\\x07")
 >>> sc = FrameScanner(fs, "/s/log/1.seg", HEADER_SIZE, 1)
 >>> [(f.base_lsn, f.nrecs) for f in sc], sc.stop.reason, sc.stop.offset
-([(1, 1)], 'short', 77)
+([(1, 1)], 'short', 81)
 """
 
 from __future__ import annotations
@@ -124,11 +124,15 @@ class FrameScanner:
             pos += local
 
 
-def valid_frame_after(fs, path: str, offset: int, next_lsn: int) -> Frame | None:
+def valid_frame_after(
+    fs, path: str, offset: int, next_lsn: int, *, later_flush: bool = False
+) -> Frame | None:
     """A good frame starting after `offset` whose LSNs could follow `next_lsn`, if any.
 
-    Used only on damage: a bad frame followed by a good one is corruption, not a torn tail.
-    Candidates are found with NumPy by their base-LSN field, then confirmed by checksum.
+    With `later_flush`, only a frame written by a later flush than the one that would hold
+    `next_lsn` counts: the evidence that the damaged frame had been fsynced (invariant 3).
+    Used only on damage. Candidates are found with NumPy by their base-LSN field, then
+    confirmed by checksum.
     """
     data = fs.read(path, offset + 1)
     n = len(data)
@@ -145,6 +149,6 @@ def valid_frame_after(fs, path: str, offset: int, next_lsn: int) -> Frame | None
         for idx in np.nonzero((vals >= lo) & (vals < hi))[0]:
             p = start + int(idx) * 8 - lsn_at
             f = parse_frame(data, p, n)
-            if f.status == "ok":
+            if f.status == "ok" and (not later_flush or f.group_lsn > next_lsn):
                 return f._replace(offset=offset + 1 + p, end=offset + 1 + f.end)
     return None

@@ -12,11 +12,11 @@ WORKED = [(3, ["r1", 1, "loss", 0.5, [], 0.0, ""]), (4, ["r1", 2, "epoch", [["ep
 
 def test_worked_example_frame_has_the_documented_bytes():
     frame = encode_frame(1, WORKED)
-    assert frame[:24].hex(" ") == (
-        "77 83 0b 95 41 00 00 00 01 00 00 00 01 00 00 00 00 00 00 00 02 00 00 00"
+    assert frame[:28].hex(" ") == (
+        "6e 92 ac e4 41 00 00 00 01 00 00 00 01 00 00 00 00 00 00 00 02 00 00 00 00 00 00 00"
     )
-    assert len(frame) == 89 and frame[24] == 0x92
-    assert HEADER_SIZE + len(frame) == 137  # the next frame's offset in the example
+    assert len(frame) == 93 and frame[28] == 0x92
+    assert HEADER_SIZE + len(frame) == 141  # the next frame's offset in the example
 
 
 def test_frame_crc_covers_header_fields_and_payload_masked_like_leveldb():
@@ -29,7 +29,8 @@ def test_frame_crc_covers_header_fields_and_payload_masked_like_leveldb():
 def test_big_compressible_payload_is_lz4_flagged_and_round_trips():
     entries = [(3, ["run", i, "loss", 0.0, [], 0.0, ""]) for i in range(1000)]
     frame = encode_frame(10, entries)
-    _crc, length, _t, flags, _r, base, count = FRAME_HEADER.unpack_from(frame)
+    _crc, length, _t, flags, _r, base, count, group = FRAME_HEADER.unpack_from(frame)
+    assert group == 0
     assert flags & 1 and length < 10_000 and (base, count) == (10, 1000)
     f = parse_frame(frame, 0, len(frame))
     from florql_storage.frame import decode_records

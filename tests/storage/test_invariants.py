@@ -219,3 +219,29 @@ def test_crash_while_a_writer_truncates_a_torn_tail_then_again_gives_the_same_st
             got = [tuple(r) for r in Store.open("/s", fs=fs.crash(mode, seed=n)).scan()]
             assert got[: len(reference)] == reference
             assert got[len(reference) :] in ([], [(21, kinds.VALUE, value(1000))])
+
+
+def test_torn_multi_frame_flush_is_end_of_log_even_with_a_later_frame_intact(fscase):
+    # Invariant 3: frames of one flush reach the disk in any order; a good frame of the same
+    # flush after a lost one is still the torn tail, not corruption.
+    store = fscase.open()
+    _fill(store, 10, per_flush=10)
+    before = store.last_lsn
+    w = store.writer()
+    w.append(kinds.VALUE, value(100))
+    w.append_many([(kinds.VALUE, value(101)), (kinds.VALUE, value(102))], atomic=True)
+    w.append(kinds.VALUE, value(103))
+    w.flush()
+    seg = fscase.path(segment_name(1))
+    offsets = _frame_offsets(fscase, seg)
+    assert len(offsets) == 4  # one earlier flush + three frames of this one
+    data = bytearray(fscase.fs.read(seg))
+    data[offsets[1] : offsets[2]] = bytes(offsets[2] - offsets[1])  # first frame never reached disk
+    fscase.fs.write_file(seg, bytes(data))
+    again = fscase.open()
+    assert again.last_lsn == before
+    assert again.check() == []
+    w2 = again.writer()
+    w2.append(kinds.VALUE, value(200))
+    assert w2.flush() == before + 1  # the writer cut the torn flush and appended after it
+    assert [r.body[1] for r in fscase.open().scan()][-1] == 200
