@@ -17,6 +17,9 @@ never touched), appends REPLAY_BEGIN per run (names, iterations, code hash), run
 are written by the workers, one atomic frame per iteration, so a crash leaves whole iterations;
 a later request counts those as covered and does not replay them again.
 
+The progress bar draws on stderr when it is a terminal (`FLORQL_PROGRESS=1` forces it, `=0`
+hides it). Fidelity is exact unless `tolerance` (or `FLORQL_REPLAY_TOLERANCE`) says otherwise.
+
 Warnings (missing checkpoints, diverged fidelity, edits that were not replayed) are returned in
 `Report.warnings` and printed on stderr as `florql: warning: ...` lines; callers need not print
 them again.
@@ -298,6 +301,12 @@ def ensure(
         report = Report(unresolved=hp.unresolved, warnings=list(hp.warnings))
         report.other_edits = hp.other_edits
         if hp.plan.tasks:
+            if report.other_edits:
+                report.warnings.append(
+                    f"{len(report.other_edits)} other edit(s) of the script were not replayed "
+                    "(the recorded code ran with only the new log statements); "
+                    "`florql explain` lists them"
+                )
             _execute(store, store_path, hp, report, progress, tolerance, worker_command)
     finally:
         store.close()
@@ -342,7 +351,7 @@ def _execute(
         writer.flush()
         order = sorted(range(len(tasks)), key=lambda i: -hp.plan.tasks[i].cost)
         total = sum(len(t.produces) for t in hp.plan.tasks)
-        bar = Progress(total, hp.plan.estimate_seconds(), enabled=None if progress else False)
+        bar = Progress(total, hp.plan.estimate_seconds(), enabled=_progress_wanted(progress))
         counter = _LiveCount(store, set(replay_ids.values())) if bar.enabled else None
 
         def poll(done: list[executor.Outcome]) -> None:
@@ -560,6 +569,14 @@ def _placement(s: Splice, h: history.RunHistory) -> tuple[str, str | None]:
             "with it; ask for them separately"
         )
     return ("execute" if "execute" in kinds else "outer"), note
+
+
+def _progress_wanted(progress: bool) -> bool | None:
+    """`FLORQL_PROGRESS=1` forces the bar, `=0` hides it; otherwise only on a terminal."""
+    forced = os.environ.get("FLORQL_PROGRESS", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    return None if progress else False
 
 
 def _env_tolerance() -> float:

@@ -398,12 +398,13 @@ class _FileSplice:
         for tag, i1, i2, j1, j2 in ops.get_opcodes():
             if tag == "equal":
                 continue
-            if tag in ("replace", "insert"):
+            # Opcodes turn the current lines (a) into the recorded ones (b).
+            if tag in ("replace", "delete"):
                 for n, t in cur[i1:i2]:
                     edits.append(
                         f"{self.path} line {n}: changed or added `{_short(t)}` (not replayed)"
                     )
-            if tag in ("replace", "delete"):
+            if tag in ("replace", "insert"):
                 for n, t in rec[j1:j2]:
                     edits.append(
                         f"{self.path} recorded line {n}: `{_short(t)}` removed or changed (the recorded version replays)"

@@ -227,3 +227,17 @@ def test_non_deterministic_code_is_caught_and_reported(tmp_path: Path, script, c
     )
     assert again.tasks == 0 and any("diverged" in w for w in again.warnings)
     assert run_id in report.runs
+
+
+def test_progress_when_asked_and_other_edits_are_reported(
+    fresh, script, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("FLORQL_PROGRESS", "1")
+    edited = v2(step=False) + 'print("a line the recorded run never had")\n'
+    report = hindsight.ensure(
+        str(fresh.store), ["wnorm"], ALL, workers=1, progress=False, script=script(edited)
+    )
+    err = capsys.readouterr().err
+    assert "replay [" in err and "6/6 iterations" in err
+    assert any("print(" in e for e in report.other_edits)
+    assert "other edit(s) of the script were not replayed" in err

@@ -208,3 +208,12 @@ def test_position_relative_to_the_inner_loop_is_known() -> None:
         (("epoch",), True),
         (("epoch",), True),
     ]
+
+
+def test_added_and_removed_lines_are_listed_as_such() -> None:
+    v2 = V1.replace('print("done")\n', "") + "x = 1\n"
+    v2 = _edit(v2, "loss = model * x", '        florql.log("g", loss)')
+    edits = splice({"train.py": V1}, {"train.py": v2}).other_edits
+    assert len(edits) == 2
+    assert "changed or added `x = 1`" in edits[0] or "changed or added `x = 1`" in edits[1]
+    assert any('`print("done")` removed' in e for e in edits)
