@@ -2,20 +2,21 @@
 
 The store is the truth; this cache is a derived copy that lives in memory for one connection.
 Each `refresh(store)` reads only the frames after the last LSN it ingested
-(`Store.refresh()` + `scan_frames(from_lsn=last + 1)`), decodes them into Python column lists,
-builds one Arrow table per refresh and inserts it in bulk (never row by row). If the store's last
-LSN is ever below what the cache ingested (the store was replaced), the cache starts over.
+(`Store.refresh()` + `scan_frames(from_lsn=last + 1)`), decodes them into column lists
+(`batch.py`), builds one Arrow table per refresh and inserts it in bulk (never row by row). If
+the store's last LSN is ever below what the cache ingested (the store was replaced), the cache
+starts over.
 
 Internal tables (never named by users: `safety.py` admits only the views):
 
 - `_contexts(ctx_id, run_id, __l0, __l1, ...)`: one row per run and loop context in which a
-  value was logged; `__lK` holds the value of loop K of `self.loops` (BIGINT while every value of
+  value was logged; `__lK` holds the value of loop `self.loops[K]` (BIGINT while every value of
   that loop is an int, VARCHAR once a str appears).
 - `_values(run_id, lsn, seq, ctx_id, name, value, value_text, logged_at, replay_id, __lK...)`:
   one row per visible VALUE record. `value` is the number (bools as 1.0/0.0), `value_text` the
   text of a str value or the JSON of a list/dict; None leaves both NULL.
 - `_replays(replay_id, run_id, status, diverged)`; `_runs`, `_args`, `_checkpoints`: rebuilt
-  from `Store.runs()` / `Store.checkpoints()` (small) when they change.
+  from `Store.runs()` / `Store.checkpoints()` (small) when they change (`metadata.py`).
 
 Invariants:
 1. `last_lsn` is the highest LSN whose effects are in the tables; frames are ingested whole.
@@ -25,17 +26,21 @@ Invariants:
 
 from __future__ import annotations
 
-import json
-import math
+import gc
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 from florql_storage import kinds
 
-_VALUE_COLUMNS = "run_id VARCHAR, lsn BIGINT, seq BIGINT, ctx_id BIGINT, name VARCHAR, value DOUBLE, value_text VARCHAR, logged_at TIMESTAMP, replay_id VARCHAR"
+from florql.sql import columns, metadata
+from florql.sql.batch import Batch
+
+_VALUE_COLUMNS = (
+    "run_id VARCHAR, lsn BIGINT, seq BIGINT, ctx_id BIGINT, name VARCHAR, value DOUBLE, "
+    "value_text VARCHAR, logged_at TIMESTAMP, replay_id VARCHAR"
+)
 
 
 def _loop_col(k: int) -> str:
@@ -45,41 +50,49 @@ def _loop_col(k: int) -> str:
 class Cache:
     """Holds the DuckDB tables and what was ingested so far (see module docstring)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, *, persistent: bool = False, state: dict | None = None
+    ) -> None:
         self.con = con
+        self.persistent = persistent
         self.last_lsn = 0
+        self.fingerprint = ""  # of the record at last_lsn (persist.py validates with it)
         self.decoded_records = 0  # records decoded since creation: tests count incrementality
-        self.loops: list[str] = []
-        self._loop_set: set[str] = set()
-        self.loop_depth: dict[str, int] = {}  # shallowest position seen in a ctx (0: outermost)
+        self.loops: list[str] = []  # in order of first appearance; slot K is column __lK
         self.loop_types: list[str] = []
+        self.loop_depth: dict[str, int] = {}  # shallowest position seen in a ctx (0: outermost)
+        self._loop_pos: dict[str, int] = {}
         self.text_names: set[str] = set()
         self.names: Counter[str] = Counter()
         self.recorded_names: set[str] = set()  # names with a value a run logged (not a replay)
         self.values_per_run: Counter[str] = Counter()
         self.replays: dict[str, dict] = {}
+        self.args: list[str] = []
         self._contexts: dict[tuple, int] = {}
+        self._partial_contexts = False  # True after a restore: _contexts holds keys not in memory
+        self._next_ctx_id = 0
         self._runs_signature: Any = None
         self._ckpt_lsn = -1
-        self._create_tables()
-
-    # --- tables -------------------------------------------------------------------------------
+        if state is None:
+            self._create_tables()
+        else:
+            self._restore(state)
 
     def _create_tables(self) -> None:
-        self.con.execute("CREATE OR REPLACE TABLE _contexts (ctx_id BIGINT, run_id VARCHAR)")
-        self.con.execute(f"CREATE OR REPLACE TABLE _values ({_VALUE_COLUMNS})")
-        self.con.execute(
+        run = self.con.execute
+        run("CREATE OR REPLACE TABLE _contexts (ctx_id BIGINT, run_id VARCHAR, ctx_key VARCHAR)")
+        run(f"CREATE OR REPLACE TABLE _values ({_VALUE_COLUMNS})")
+        run(
             "CREATE OR REPLACE TABLE _replays (replay_id VARCHAR, run_id VARCHAR, "
             "status VARCHAR, diverged BOOLEAN)"
         )
-        self.con.execute(
+        run(
             "CREATE OR REPLACE TABLE _runs (run_id VARCHAR, script VARCHAR, status VARCHAR, "
             "args JSON, started_at TIMESTAMP, ended_at TIMESTAMP, source_hash VARCHAR, "
             'git VARCHAR, "values" BIGINT, checkpoints BIGINT, error VARCHAR)'
         )
-        self.con.execute("CREATE OR REPLACE TABLE _args (run_id VARCHAR)")
-        self.args: list[str] = []
-        self.con.execute(
+        run("CREATE OR REPLACE TABLE _args (run_id VARCHAR)")
+        run(
             "CREATE OR REPLACE TABLE _checkpoints (ckpt_id VARCHAR, run_id VARCHAR, lsn BIGINT, "
             "seq BIGINT, phase VARCHAR, ctx JSON, raw_bytes BIGINT, stored_bytes BIGINT, "
             "write_seconds DOUBLE)"
@@ -87,7 +100,62 @@ class Cache:
 
     def reset(self) -> None:
         """Forget everything; the next refresh re-reads the store from its first record."""
-        self.__init__(self.con)  # type: ignore[misc]
+        self.__init__(self.con, persistent=self.persistent)  # type: ignore[misc]
+
+    # --- persistence (see persist.py) ---------------------------------------------------------
+
+    def state(self) -> dict:
+        """What a later process needs to continue from these tables (JSON-able)."""
+        return {
+            "last_lsn": self.last_lsn,
+            "fingerprint": self.fingerprint,
+            "loops": self.loops,
+            "loop_types": self.loop_types,
+            "loop_depth": self.loop_depth,
+            "text_names": sorted(self.text_names),
+            "names": dict(self.names),
+            "recorded_names": sorted(self.recorded_names),
+            "values_per_run": dict(self.values_per_run),
+            "replays": self.replays,
+            "next_ctx_id": self._next_ctx_id,
+        }
+
+    def _restore(self, state: dict) -> None:
+        self.last_lsn = state["last_lsn"]
+        self.fingerprint = state["fingerprint"]
+        self.loops = list(state["loops"])
+        self.loop_types = list(state["loop_types"])
+        self.loop_depth = dict(state["loop_depth"])
+        self._loop_pos = {name: k for k, name in enumerate(self.loops)}
+        self.text_names = set(state["text_names"])
+        self.names = Counter(state["names"])
+        self.recorded_names = set(state["recorded_names"])
+        self.values_per_run = Counter(state["values_per_run"])
+        self.replays = dict(state["replays"])
+        self._next_ctx_id = state["next_ctx_id"]
+        self._partial_contexts = True
+
+    # --- loops --------------------------------------------------------------------------------
+
+    def ordered_loops(self) -> list[str]:
+        """Loop names, outermost first (then in order of appearance)."""
+        return sorted(self.loops, key=lambda n: (self.loop_depth.get(n, 0), self._loop_pos[n]))
+
+    def loop_slot(self, loop_name: str) -> str:
+        """The internal column that holds `loop_name`'s values."""
+        return _loop_col(self._loop_pos[loop_name])
+
+    def _loop_index(self, loop_name: str, depth: int) -> int:
+        k = self._loop_pos.get(loop_name)
+        if k is None:
+            k = self._loop_pos[loop_name] = len(self.loops)
+            self.loops.append(loop_name)
+            self.loop_types.append("BIGINT")
+            for table in ("_contexts", "_values"):
+                self.con.execute(f"ALTER TABLE {table} ADD COLUMN {_loop_col(k)} BIGINT")
+        if depth < self.loop_depth.get(loop_name, 1 << 30):
+            self.loop_depth[loop_name] = max(depth, 0)
+        return k
 
     # --- refresh ------------------------------------------------------------------------------
 
@@ -97,104 +165,95 @@ class Cache:
         if store.last_lsn < self.last_lsn:
             self.reset()
         before = self.decoded_records
-        if store.last_lsn > self.last_lsn:
-            self._ingest(store.scan_frames(from_lsn=self.last_lsn + 1))
-        self._refresh_runs(store)
-        if self.last_lsn != self._ckpt_lsn:
-            self._refresh_checkpoints(store)
+        if self.persistent:
+            self.con.begin()  # tables and their state change together or not at all
+        try:
+            self._refresh_in_transaction(store)
+        except BaseException:
+            if self.persistent:
+                self.con.rollback()
+            raise
+        if self.persistent:
+            from florql.sql import persist
+
+            persist.save_state(self.con, self.state() | {"store_id": persist.store_id_of(store)})
+            self.con.commit()
         return self.decoded_records - before
 
+    def _refresh_in_transaction(self, store: Any) -> None:
+        if store.last_lsn > self.last_lsn:
+            # The decode loop allocates millions of small objects that all survive: the cyclic
+            # GC would rescan them again and again for nothing.
+            was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                self._ingest(store.scan_frames(from_lsn=self.last_lsn + 1))
+            finally:
+                if was_enabled:
+                    gc.enable()
+        self._refresh_runs(store)
+        if self.last_lsn != self._ckpt_lsn:
+            metadata.rebuild_checkpoints(self.con, store.checkpoints(), self.loops, self.loop_types)
+            self._ckpt_lsn = self.last_lsn
+
     def _ingest(self, frames: Iterable[list]) -> None:
-        batch = _Batch(len(self.loops))
+        value_kind, loop_kind = kinds.VALUE, kinds.LOOP
+        batch = Batch()
+        a_lsn, a_seq = batch.lsn.append, batch.seq.append
+        a_ctx, a_name, a_value = batch.ctx_id.append, batch.name.append, batch.value.append
+        a_t, a_replay = batch.t.append, batch.replay_id.append
+        last_run = last_ctx = None
+        ctx_id = 0
+        rec = None
         for frame in frames:
             for rec in frame:
                 kind = rec.kind
-                if kind == kinds.VALUE:
-                    self._add_value(batch, rec)
-                elif kind == kinds.LOOP:
+                if kind == value_kind:
+                    body = rec.body
+                    run_id, ctx = body[0], body[4]
+                    if ctx != last_ctx or run_id != last_run:
+                        last_run, last_ctx = run_id, ctx
+                        ctx_id = self._context_id(batch, run_id, ctx)
+                    a_lsn(rec.lsn)
+                    a_seq(body[1])
+                    a_ctx(ctx_id)
+                    a_name(body[2])
+                    a_value(body[3])
+                    a_t(body[5])
+                    a_replay(body[6])
+                elif kind == loop_kind:
                     # Loop columns exist as soon as a loop ran, even before anything was logged.
-                    if rec.body[2] not in self._loop_set:
-                        self._loop_index(rec.body[2])
-                        self._note_depth(rec.body[2], len(rec.body[3]) - 1)
+                    if rec.body[2] not in self._loop_pos:
+                        self._loop_index(rec.body[2], len(rec.body[3]) - 1)
                 elif kind == kinds.RUN_RESUME:
                     self._flush(batch)
-                    batch = _Batch(len(self.loops))
                     self._supersede(rec)
+                    last_run = last_ctx = None  # its context may have been deleted
                 elif kind == kinds.REPLAY_END:
                     self._replay_end(rec.body)
                 self.last_lsn = rec.lsn
             self.decoded_records += len(frame)
         self._flush(batch)
+        if rec is not None and self.persistent:
+            from florql.sql.persist import fingerprint_of
 
-    def _add_value(self, batch: _Batch, rec: Any) -> None:
-        run_id, seq, name, value, ctx, t, replay_id = rec.body[:7]
-        if run_id != batch.last_run or ctx != batch.last_ctx:
-            batch.last_run, batch.last_ctx = run_id, ctx
-            batch.last_id = self._context_id(batch, run_id, ctx)
-        batch.run_id.append(run_id)
-        batch.lsn.append(rec.lsn)
-        batch.seq.append(seq)
-        batch.ctx_id.append(batch.last_id)
-        batch.name.append(name)
-        batch.t.append(t)
-        batch.replay_id.append(replay_id or "")
-        if not replay_id and name not in self.recorded_names:
-            self.recorded_names.add(name)
-        tv = type(value)
-        if tv is float or tv is int or tv is bool:
-            batch.value.append(float(value))
-            batch.text.append(None)
-        elif value is None:
-            batch.value.append(None)
-            batch.text.append(None)
-        else:
-            batch.value.append(None)
-            batch.text.append(value if tv is str else json.dumps(value, allow_nan=True))
-            self.text_names.add(name)
-        self.names[name] += 1
-        self.values_per_run[run_id] += 1
+            self.fingerprint = fingerprint_of(rec.kind, rec.body)
 
-    def _context_id(self, batch: _Batch, run_id: str, ctx: list) -> int:
+    def _context_id(self, batch: Batch, run_id: str, ctx: list) -> int:
         key = (run_id, *(tuple(level) for level in ctx))
         found = self._contexts.get(key)
         if found is not None:
             return found
-        ctx_id = len(self._contexts) + 1
-        self._contexts[key] = ctx_id
-        row: dict[int, Any] = {}
-        for depth, (loop_name, _iteration, value) in enumerate(ctx):
-            k = self._loop_index(loop_name)
-            self._note_depth(loop_name, depth)
-            row[k] = int(value) if isinstance(value, bool) else value
-        batch.new_contexts.append((ctx_id, run_id, row))
+        self._next_ctx_id += 1
+        ctx_id = self._contexts[key] = self._next_ctx_id
+        row = {self._loop_index(name, depth): value for depth, (name, _i, value) in enumerate(ctx)}
+        batch.new_contexts.append((ctx_id, run_id, row, repr(key) if self.persistent else None))
         return ctx_id
 
-    def _note_depth(self, loop_name: str, depth: int) -> None:
-        if depth < self.loop_depth.get(loop_name, 1 << 30):
-            self.loop_depth[loop_name] = max(depth, 0)
-
-    def ordered_loops(self) -> list[str]:
-        """Loop names, outermost first (then in order of appearance)."""
-        return sorted(self.loops, key=lambda n: (self.loop_depth.get(n, 0), self.loops.index(n)))
-
-    def loop_slot(self, loop_name: str) -> str:
-        """The internal column that holds `loop_name`'s values."""
-        return _loop_col(self.loops.index(loop_name))
-
-    def _loop_index(self, loop_name: str) -> int:
-        try:
-            return self.loops.index(loop_name)
-        except ValueError:
-            self.loops.append(loop_name)
-            self._loop_set.add(loop_name)
-            self.loop_types.append("BIGINT")
-            col = _loop_col(len(self.loops) - 1)
-            for table in ("_contexts", "_values"):
-                self.con.execute(f"ALTER TABLE {table} ADD COLUMN {col} BIGINT")
-            return len(self.loops) - 1
+    # --- flushing a batch ---------------------------------------------------------------------
 
     def _widen_loops(self, contexts: list) -> None:
-        for _ctx_id, _run_id, row in contexts:
+        for _ctx_id, _run_id, row, _key in contexts:
             for k, value in row.items():
                 if isinstance(value, str) and self.loop_types[k] == "BIGINT":
                     self.loop_types[k] = "VARCHAR"
@@ -203,55 +262,90 @@ class Cache:
                             f"ALTER TABLE {table} ALTER COLUMN {_loop_col(k)} TYPE VARCHAR"
                         )
 
-    def _flush(self, batch: _Batch) -> None:
-        if batch.new_contexts:
-            self._insert_contexts(batch.new_contexts)
-        if not batch.lsn:
-            return
-        ingest = pa.table(
-            {
-                "run_id": pa.array(batch.run_id, pa.string()),
-                "lsn": pa.array(batch.lsn, pa.int64()),
-                "seq": pa.array(batch.seq, pa.int64()),
-                "ctx_id": pa.array(batch.ctx_id, pa.int64()),
-                "name": pa.array(batch.name, pa.string()),
-                "value": pa.array(batch.value, pa.float64()),
-                "value_text": pa.array(batch.text, pa.string()),
-                "t": pa.array(batch.t, pa.float64()),
-                "replay_id": pa.array(batch.replay_id, pa.string()),
-            }
-        )
-        loops = ", ".join(f"c.{_loop_col(k)}" for k in range(len(self.loops)))
-        self.con.register("__ingest_values", ingest)
-        try:
-            self.con.execute(
-                "INSERT INTO _values BY NAME SELECT i.run_id, i.lsn, i.seq, i.ctx_id, i.name, "
-                "i.value, i.value_text, make_timestamp(CAST(i.t * 1000000 AS BIGINT)) AS logged_at, "
-                f"i.replay_id{', ' + loops if loops else ''} "
-                "FROM __ingest_values i JOIN _contexts c USING (ctx_id)"
-            )
-        finally:
-            self.con.unregister("__ingest_values")
-
     def _insert_contexts(self, contexts: list) -> None:
         self._widen_loops(contexts)
-        columns: dict[str, Any] = {
-            "ctx_id": pa.array([c[0] for c in contexts], pa.int64()),
-            "run_id": pa.array([c[1] for c in contexts], pa.string()),
+        cols = {
+            "ctx_id": columns.int_column([c[0] for c in contexts]),
+            "run_id": columns.string_column([c[1] for c in contexts]),
+            "ctx_key": columns.string_column([c[3] for c in contexts]),
         }
         for k, typ in enumerate(self.loop_types):
             raw = [c[2].get(k) for c in contexts]
             if typ == "VARCHAR":
-                columns[_loop_col(k)] = pa.array(
-                    [None if v is None else str(v) for v in raw], pa.string()
+                cols[_loop_col(k)] = columns.string_column(
+                    [None if v is None else str(v) for v in raw]
                 )
             else:
-                columns[_loop_col(k)] = pa.array(raw, pa.int64())
-        self.con.register("__ingest_contexts", pa.table(columns))
+                cols[_loop_col(k)] = columns.int_column(
+                    [int(v) if isinstance(v, bool) else v for v in raw]
+                )
+        self.con.register("__ingest_contexts", columns.table(cols))
         try:
             self.con.execute("INSERT INTO _contexts BY NAME SELECT * FROM __ingest_contexts")
         finally:
             self.con.unregister("__ingest_contexts")
+
+    def _reuse_known_contexts(self, batch: Batch) -> None:
+        """After a restore, a "new" context may already be in `_contexts`: use its id."""
+        keys = columns.table(
+            {
+                "ctx_id": columns.int_column([c[0] for c in batch.new_contexts]),
+                "ctx_key": columns.string_column([c[3] for c in batch.new_contexts]),
+            }
+        )
+        self.con.register("__new_contexts", keys)
+        try:
+            known = dict(
+                self.con.execute(
+                    "SELECT n.ctx_id, c.ctx_id FROM __new_contexts n "
+                    "JOIN _contexts c ON c.ctx_key = n.ctx_key"
+                ).fetchall()
+            )
+        finally:
+            self.con.unregister("__new_contexts")
+        if not known:
+            return
+        batch.ctx_id[:] = [known.get(i, i) for i in batch.ctx_id]
+        batch.new_contexts = [c for c in batch.new_contexts if c[0] not in known]
+        for key, ctx_id in list(self._contexts.items()):
+            if ctx_id in known:
+                self._contexts[key] = known[ctx_id]
+
+    def _flush(self, batch: Batch) -> None:
+        if batch.new_contexts and self._partial_contexts:
+            self._reuse_known_contexts(batch)
+        if batch.new_contexts:
+            self._insert_contexts(batch.new_contexts)
+        if not len(batch):
+            return
+        loops = "".join(f", c.{_loop_col(k)}" for k in range(len(self.loops)))
+        low = min(batch.ctx_id)
+        self.con.register("__ingest_values", batch.to_arrow())
+        try:
+            self.con.execute(
+                "INSERT INTO _values BY NAME SELECT c.run_id, i.lsn, i.seq, i.ctx_id, i.name, "
+                "i.value, i.value_text, make_timestamp(CAST(i.t * 1000000 AS BIGINT)) AS logged_at, "
+                f"i.replay_id{loops} FROM __ingest_values i "
+                f"JOIN (SELECT * FROM _contexts WHERE ctx_id >= {low}) c USING (ctx_id)"
+            )
+            stats = self.con.execute(
+                "SELECT i.name, c.run_id, count(*), count(i.value_text), count(*) FILTER "
+                "(WHERE i.replay_id = '') FROM __ingest_values i "
+                f"JOIN (SELECT ctx_id, run_id FROM _contexts WHERE ctx_id >= {low}) c "
+                "USING (ctx_id) GROUP BY ALL"
+            ).fetchall()
+        finally:
+            self.con.unregister("__ingest_values")
+        for name, run_id, n, n_text, n_recorded in stats:
+            self.names[name] += n
+            self.values_per_run[run_id] += n
+            if n_text:
+                self.text_names.add(name)
+            if n_recorded:
+                self.recorded_names.add(name)
+        batch.clear()
+
+    # --- records that change what is visible --------------------------------------------------
 
     def _supersede(self, rec: Any) -> None:
         body = rec.body
@@ -274,11 +368,12 @@ class Cache:
             [run_id],
         ).fetchall()
         if empty:
-            ids = {row[0] for row in empty}
+            ids = [row[0] for row in empty]
             self.con.execute(
-                "DELETE FROM _contexts WHERE ctx_id IN (SELECT unnest(?::BIGINT[]))", [list(ids)]
+                "DELETE FROM _contexts WHERE ctx_id IN (SELECT unnest(?::BIGINT[]))", [ids]
             )
-            self._contexts = {k: v for k, v in self._contexts.items() if v not in ids}
+            dropped = set(ids)
+            self._contexts = {k: v for k, v in self._contexts.items() if v not in dropped}
 
     def _replay_end(self, body: dict) -> None:
         fidelity = body.get("fidelity") or {}
@@ -292,7 +387,7 @@ class Cache:
             [replay_id, body.get("run_id"), body.get("status"), diverged],
         )
 
-    # --- run and checkpoint metadata -----------------------------------------------------------
+    # --- run metadata -------------------------------------------------------------------------
 
     def _refresh_runs(self, store: Any) -> None:
         runs = store.runs()
@@ -303,156 +398,5 @@ class Cache:
         if signature == self._runs_signature:
             return
         self._runs_signature = signature
-        ckpt_counts = Counter(c.run_id for c in store.checkpoints())
-        rows = [
-            _run_row(r, self.values_per_run.get(r.run_id, 0), ckpt_counts) for r in runs.values()
-        ]
-        table = pa.table(
-            {
-                "run_id": pa.array([r[0] for r in rows], pa.string()),
-                "script": pa.array([r[1] for r in rows], pa.string()),
-                "status": pa.array([r[2] for r in rows], pa.string()),
-                "args": pa.array([r[3] for r in rows], pa.string()),
-                "started_at": pa.array([r[4] for r in rows], pa.float64()),
-                "ended_at": pa.array([r[5] for r in rows], pa.float64()),
-                "source_hash": pa.array([r[6] for r in rows], pa.string()),
-                "git": pa.array([r[7] for r in rows], pa.string()),
-                "values": pa.array([r[8] for r in rows], pa.int64()),
-                "checkpoints": pa.array([r[9] for r in rows], pa.int64()),
-                "error": pa.array([r[10] for r in rows], pa.string()),
-            }
-        )
-        self.con.register("__ingest_runs", table)
-        try:
-            self.con.execute("DELETE FROM _runs")
-            self.con.execute(
-                "INSERT INTO _runs SELECT run_id, script, status, CAST(args AS JSON), "
-                "make_timestamp(CAST(started_at * 1000000 AS BIGINT)), "
-                "make_timestamp(CAST(ended_at * 1000000 AS BIGINT)), source_hash, git, "
-                '"values", checkpoints, error FROM __ingest_runs'
-            )
-        finally:
-            self.con.unregister("__ingest_runs")
-        self._refresh_args(runs)
-
-    def _refresh_args(self, runs: dict) -> None:
-        per_run = {rid: dict((r.meta or {}).get("args") or {}) for rid, r in runs.items()}
-        names = sorted({a for args in per_run.values() for a in args})
-        columns: dict[str, Any] = {"run_id": pa.array(list(per_run), pa.string())}
-        for k, arg in enumerate(names):
-            columns[f"__a{k}"] = _arg_array([args.get(arg) for args in per_run.values()])
-        self.con.register("__ingest_args", pa.table(columns))
-        try:
-            self.con.execute("CREATE OR REPLACE TABLE _args AS SELECT * FROM __ingest_args")
-        finally:
-            self.con.unregister("__ingest_args")
-        self.args = names
-
-    def _refresh_checkpoints(self, store: Any) -> None:
-        ckpts = store.checkpoints()
-        self._ckpt_lsn = self.last_lsn
-        loops = list(self.loops)
-        rows = []
-        for c in ckpts:
-            meta = c.meta or {}
-            ctx = meta.get("ctx") or []
-            rows.append((c, meta, ctx))
-        columns: dict[str, Any] = {
-            "ckpt_id": pa.array([c.ckpt_id for c, _, _ in rows], pa.string()),
-            "run_id": pa.array([c.run_id for c, _, _ in rows], pa.string()),
-            "lsn": pa.array([c.lsn for c, _, _ in rows], pa.int64()),
-            "seq": pa.array([m.get("seq") for _, m, _ in rows], pa.int64()),
-            "phase": pa.array([m.get("phase") for _, m, _ in rows], pa.string()),
-            "ctx": pa.array([json.dumps(ctx) for _, _, ctx in rows], pa.string()),
-            "raw_bytes": pa.array([c.raw_bytes for c, _, _ in rows], pa.int64()),
-            "stored_bytes": pa.array([c.stored_bytes for c, _, _ in rows], pa.int64()),
-            "write_seconds": pa.array([c.write_seconds for c, _, _ in rows], pa.float64()),
-        }
-        for k, loop in enumerate(loops):
-            vals = [_ctx_value(ctx, loop) for _, _, ctx in rows]
-            if self.loop_types[k] == "VARCHAR":
-                columns[_loop_col(k)] = pa.array(
-                    [None if v is None else str(v) for v in vals], pa.string()
-                )
-            else:
-                columns[_loop_col(k)] = pa.array(
-                    [v if isinstance(v, int) else None for v in vals], pa.int64()
-                )
-        self.con.register("__ingest_ckpts", pa.table(columns))
-        try:
-            self.con.execute(
-                "CREATE OR REPLACE TABLE _checkpoints AS SELECT * REPLACE (CAST(ctx AS JSON) AS ctx) "
-                "FROM __ingest_ckpts"
-            )
-        finally:
-            self.con.unregister("__ingest_ckpts")
-
-
-class _Batch:
-    """Column lists for one bulk insert (list appends are the cheapest way to build columns)."""
-
-    def __init__(self, n_loops: int) -> None:
-        self.run_id: list = []
-        self.lsn: list = []
-        self.seq: list = []
-        self.ctx_id: list = []
-        self.name: list = []
-        self.value: list = []
-        self.text: list = []
-        self.t: list = []
-        self.replay_id: list = []
-        self.new_contexts: list = []
-        self.last_run: Any = None
-        self.last_ctx: Any = None
-        self.last_id = 0
-
-
-def _ctx_value(ctx: list, loop: str) -> Any:
-    for level in ctx:
-        if level and level[0] == loop:
-            return level[2]
-    return None
-
-
-def _num(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
-
-
-def _run_row(r: Any, values: int, ckpt_counts: Counter) -> tuple:
-    meta = r.meta or {}
-    end = r.end or {}
-    return (
-        r.run_id,
-        meta.get("script"),
-        r.status,
-        json.dumps(meta.get("args") or {}, default=str),
-        _num(meta.get("started_at")),
-        _num(end.get("ended_at")),
-        meta.get("source_hash"),
-        None if meta.get("git") is None else str(meta.get("git")),
-        values,
-        ckpt_counts.get(r.run_id, 0),
-        end.get("error"),
-    )
-
-
-def _arg_array(values: list) -> pa.Array:
-    """One arg's values across runs: BIGINT, DOUBLE, BOOLEAN or VARCHAR (JSON for containers)."""
-    present = [v for v in values if v is not None]
-    if present and all(isinstance(v, bool) for v in present):
-        return pa.array(values, pa.bool_())
-    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
-        return pa.array(values, pa.int64())
-    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-        return pa.array([None if v is None else float(v) for v in values], pa.float64())
-    return pa.array([_text(v) for v in values], pa.string())
-
-
-def _text(v: Any) -> str | None:
-    if v is None:
-        return None
-    if isinstance(v, str):
-        return v
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    return json.dumps(v, default=str)
+        metadata.rebuild_runs(self.con, runs, self.values_per_run, store.checkpoints())
+        self.args = metadata.rebuild_args(self.con, runs)

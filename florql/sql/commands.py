@@ -16,7 +16,11 @@ from florql.sql.format import format_result
 def query_main(args: Any) -> int:
     """`florql query [--store DIR] [--format F] [--no-replay] [--workers N] SQL`."""
     con = Connection(
-        args.store, replay=not args.no_replay, workers=args.workers, progress=sys.stderr.isatty()
+        args.store,
+        replay=not args.no_replay,
+        workers=args.workers,
+        progress=sys.stderr.isatty(),
+        persist=True,
     )
     try:
         table = con.sql(args.sql).arrow()
@@ -28,7 +32,7 @@ def query_main(args: Any) -> int:
 
 def explain_main(args: Any) -> int:
     """`florql explain [--store DIR] SQL`: what the query reads and what it would replay."""
-    con = Connection(args.store, replay=False)
+    con = Connection(args.store, replay=False, persist=True)
     try:
         sys.stdout.write(explain_text(con, args.sql))
     finally:

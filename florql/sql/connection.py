@@ -40,6 +40,9 @@ def _clean_duckdb_error(e: duckdb.Error) -> str:
     return f"DuckDB could not run the query: {first}"
 
 
+_CACHE_FILES_IN_USE: set[str] = set()
+
+
 def _store_class() -> Any:
     try:
         from florql_storage import Store
@@ -98,6 +101,7 @@ class Connection:
         replay: bool = True,
         workers: int | None = None,
         progress: bool = False,
+        persist: bool = False,
     ) -> None:
         from florql.cli import default_store
 
@@ -107,10 +111,51 @@ class Connection:
         self.replay = replay
         self.workers = workers
         self.progress = progress
+        self.persist = persist
         self._store: Any = None
-        self._duck = duckdb.connect(":memory:", config=dict(_DUCKDB_CONFIG))
-        self._duck.execute("SET lock_configuration = true")
-        self.cache = Cache(self._duck)
+        self._duck_con: duckdb.DuckDBPyConnection | None = None
+        self._cache: Cache | None = None
+        self._cache_file: str | None = None
+
+    # --- the DuckDB side ----------------------------------------------------------------------
+
+    def _open_cache(self) -> None:
+        store = self._open_store()
+        con, state = None, None
+        if self.persist:
+            from florql.sql import persist
+
+            store_id = persist.store_id_of(store)
+            path = os.path.join(persist.cache_dir(), f"{store_id}.duckdb")
+            # DuckDB shares one database among a process's connections to a file: a second
+            # florql connection here would write the same tables, so it stays in memory.
+            if store_id is not None and path not in _CACHE_FILES_IN_USE:
+                con = persist.open_database(path, _DUCKDB_CONFIG)
+                if con is not None:
+                    _CACHE_FILES_IN_USE.add(path)
+                    self._cache_file = path
+            if con is not None:
+                state = persist.load_state(con, store)
+        persistent = con is not None
+        if con is None:
+            con = duckdb.connect(":memory:", config=dict(_DUCKDB_CONFIG))
+        con.execute("SET lock_configuration = true")
+        self._duck_con = con
+        self._cache = Cache(con, persistent=persistent, state=state)
+
+    @property
+    def _duck(self) -> duckdb.DuckDBPyConnection:
+        if self._duck_con is None:
+            self._open_cache()
+        assert self._duck_con is not None
+        return self._duck_con
+
+    @property
+    def cache(self) -> Cache:
+        if self._cache is None:
+            self._open_cache()
+        assert self._cache is not None
+        return self._cache
 
     # --- store --------------------------------------------------------------------------------
 
@@ -175,7 +220,13 @@ class Connection:
         return Relation(relation, analysis)
 
     def close(self) -> None:
-        self._duck.close()
+        if self._duck_con is not None:
+            self._duck_con.close()
+            self._duck_con = None
+            self._cache = None
+        if self._cache_file is not None:
+            _CACHE_FILES_IN_USE.discard(self._cache_file)
+            self._cache_file = None
         if self._store is not None:
             self._store.close()
             self._store = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.sql.storebuild import RunLog, ctx_of, open_store
@@ -37,3 +39,15 @@ def standard_store(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = str(tmp_path_factory.mktemp("standard") / ".florql")
     build_standard_store(path)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """The CLI's on-disk query cache goes to a temporary folder, never the user's ~/.cache."""
+    old = os.environ.get("FLORQL_CACHE_DIR")
+    os.environ["FLORQL_CACHE_DIR"] = str(tmp_path_factory.mktemp("sql-cache"))
+    yield os.environ["FLORQL_CACHE_DIR"]
+    if old is None:
+        del os.environ["FLORQL_CACHE_DIR"]
+    else:
+        os.environ["FLORQL_CACHE_DIR"] = old

@@ -71,8 +71,8 @@ def test_a_query_during_recording_sees_a_consistent_growing_prefix(tmp_path) -> 
         con.close()
     assert writer.returncode == 0, err
     assert counts == sorted(counts), "counts decreased"
-    assert queries >= 3, "the reader never overlapped the writer"
-    assert json.loads(out)["worst_flush"] < 2.0, "a flush waited on the reader"
+    assert queries >= 2, "the reader never overlapped the writer"
+    assert json.loads(out)["worst_flush"] < 5.0, "a flush waited on the reader"
     final = connect(path, replay=False)
     assert final.sql("SELECT count(*), max(step) FROM logs").fetchall() == [(steps, steps - 1)]
     assert final.sql("SELECT status FROM runs").fetchall() == [("finished",)]
