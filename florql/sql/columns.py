@@ -52,6 +52,17 @@ def int_column(values: Sequence[Any]) -> pa.Array:
     return pa.Array.from_buffers(pa.int64(), len(values), [validity, pa.py_buffer(data)], nulls)
 
 
+def bool_column(values: Sequence[Any]) -> pa.Array:
+    """BOOLEAN from bools and None.
+
+    >>> bool_column([True, None, False]).to_pylist()
+    [True, None, False]
+    """
+    validity, nulls = _validity(values)
+    bits = np.packbits(np.array([bool(v) for v in values], dtype=bool), bitorder="little")
+    return pa.Array.from_buffers(pa.bool_(), len(values), [validity, pa.py_buffer(bits)], nulls)
+
+
 def _plain_strings(values: Sequence[str]) -> pa.Array:
     encoded = [v.encode("utf-8", "surrogatepass") for v in values]
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
@@ -73,7 +84,16 @@ def string_column(values: Sequence[Any]) -> pa.Array:
     setdefault = codes.setdefault
     indices = [None if v is None else setdefault(v, len(codes)) for v in values]
     dictionary = _plain_strings(list(codes))
-    return pa.DictionaryArray.from_arrays(int_column(indices).cast(pa.int32()), dictionary)
+    return pa.DictionaryArray.from_arrays(_int32_column(indices), dictionary)
+
+
+def _int32_column(values: list) -> pa.Array:
+    # Built directly: Array.cast would import pyarrow.compute (~0.1 s at startup).
+    validity, nulls = _validity(values)
+    data = np.array(
+        values if not nulls else [0 if v is None else v for v in values], dtype=np.int32
+    )
+    return pa.Array.from_buffers(pa.int32(), len(values), [validity, pa.py_buffer(data)], nulls)
 
 
 def table(columns: dict[str, pa.Array]) -> pa.Table:

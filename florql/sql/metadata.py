@@ -40,7 +40,7 @@ def arg_column(values: list) -> pa.Array:
     """
     present = [v for v in values if v is not None]
     if present and all(isinstance(v, bool) for v in present):
-        return columns.int_column([None if v is None else int(v) for v in values]).cast(pa.bool_())
+        return columns.bool_column(values)
     if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
         return columns.int_column(values)
     if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
