@@ -149,7 +149,11 @@ class HindsightPlan:
                 f"estimate: {est:.1f}s with {self.plan.workers} worker(s); "
                 f"re-training these runs took {full:.1f}s"
             )
-        lines += [f"  not replayed: {e}" for e in self.other_edits]
+        if self.other_edits:
+            lines.append(
+                "other edits (not replayed: the recorded code runs, plus the new statements):"
+            )
+            lines += [f"  {e}" for e in self.other_edits]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 

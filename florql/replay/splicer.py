@@ -401,14 +401,10 @@ class _FileSplice:
             # Opcodes turn the current lines (a) into the recorded ones (b).
             if tag in ("replace", "delete"):
                 for n, t in cur[i1:i2]:
-                    edits.append(
-                        f"{self.path} line {n}: changed or added `{_short(t)}` (not replayed)"
-                    )
+                    edits.append(f"{self.path}:{n} now: `{_short(t)}`")
             if tag in ("replace", "insert"):
                 for n, t in rec[j1:j2]:
-                    edits.append(
-                        f"{self.path} recorded line {n}: `{_short(t)}` removed or changed (the recorded version replays)"
-                    )
+                    edits.append(f"{self.path}:{n} recorded: `{_short(t)}`")
         return edits
 
 
