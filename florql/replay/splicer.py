@@ -6,7 +6,9 @@ the recorded sources logs. Supported shapes:
 
 1. `florql.log("name", expr)` as a statement (the primary case);
 2. `x = florql.log("name", expr)` where the recorded code neither binds nor reads `x`;
-3. `if cond:` blocks holding only statements of shapes 1-3;
+3. `if`, `with` and `for` blocks holding only statements of shapes 1-3 (`with
+   torch.no_grad():`, `for p in model.parameters():`), whose own variables the recorded code
+   does not use; a later new statement may read what an earlier one assigned;
 4. a statement of the recorded code with a `florql.log("name", e)` wrapped around one of its
    expressions (`loss = florql.log("loss2", crit(y, t))`): since `log` returns its value, the
    wrapped statement replaces its recorded twin and computes the same thing.
@@ -184,6 +186,7 @@ class _FileSplice:
         self.replaces: list[tuple[ast.stmt, ast.stmt, _Ctx]] = []
         self.statements: list[NewStatement] = []
         self.handled_lines: set[int] = set()  # current lines that belong to spliced statements
+        self.unit_bound: dict[int, set[str]] = {}  # names spliced statements bind, per scope
 
     # -- matching -------------------------------------------------------------------------
     def run(self) -> None:
@@ -205,8 +208,10 @@ class _FileSplice:
                 and logged_name(stmt.value, self.aliases) in self.fresh
                 and self._sig(stmt, True) not in rec_sigs
             )
-        if isinstance(stmt, ast.If) and not contains_new_log(stmt.test, self.aliases, self.fresh):
-            inner = stmt.body + stmt.orelse
+        if isinstance(stmt, (ast.If, ast.With, ast.For)) and not any(
+            contains_new_log(p, self.aliases, self.fresh) for p in own_parts(stmt)
+        ):
+            inner = [s for _, body in child_bodies(stmt) for s in body]
             return all(self._is_unit(s, set()) for s in inner) and contains_new_log(
                 stmt, self.aliases, self.fresh
             )
@@ -281,24 +286,29 @@ class _FileSplice:
         self.inserts.append((rec_body, pos, unit, ctx))
 
     def _check_names(self, stmt: ast.stmt, ctx: _Ctx, wrapped: bool) -> None:
-        defined = set(BUILTIN_NAMES)
-        for scope in ctx.scopes:
-            defined |= bound_names(scope)
+        scope = ctx.scopes[-1]
+        defined = set(BUILTIN_NAMES) | self.unit_bound.get(id(scope), set())
+        for sc in ctx.scopes:
+            defined |= bound_names(sc)
         missing = sorted(free_names(stmt) - defined)
         if missing:
             raise self._error(
                 stmt,
-                f"it reads {', '.join(missing)}, which the recorded code does not define there; log only values the recorded code computes",
+                f"it reads {', '.join(missing)}, which the recorded code does not define there; "
+                "log only values the recorded code computes",
             )
-        if not wrapped and isinstance(stmt, ast.Assign):
-            target = stmt.targets[0]
-            assert isinstance(target, ast.Name)
-            used = {n.id for sc in ctx.scopes[-1:] for n in ast.walk(sc) if isinstance(n, ast.Name)}
-            if target.id in used:
-                raise self._error(
-                    stmt,
-                    f"it assigns {target.id}, which the recorded code also uses, so splicing it would change what the run computed; log it as a plain statement",
-                )
+        if wrapped:
+            return
+        binds = _stored_names(stmt)
+        used = {n.id for n in ast.walk(scope) if isinstance(n, ast.Name)}
+        clash = sorted(binds & used)
+        if clash:
+            raise self._error(
+                stmt,
+                f"it assigns {', '.join(clash)}, which the recorded code also uses, so splicing it "
+                "would change what the run computed; use a new variable name",
+            )
+        self.unit_bound.setdefault(id(scope), set()).update(binds)
 
     def _error(self, stmt: ast.stmt, why: str) -> ReplayError:
         src = (ast.get_source_segment(self.cur_text, stmt) or "").splitlines()[0:1]
@@ -520,6 +530,19 @@ def _through(
     if outer is None:
         return None
     return outer[0] + loops, (after if loops else (outer[1] or after))
+
+
+def _stored_names(stmt: ast.stmt) -> set[str]:
+    """Names a statement binds in its scope (not those local to its comprehensions)."""
+    inner: set[int] = set()
+    for n in ast.walk(stmt):
+        if isinstance(n, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Lambda)):
+            inner.update(id(m) for m in ast.walk(n))
+    return {
+        n.id
+        for n in ast.walk(stmt)
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and id(n) not in inner
+    }
 
 
 def _all_bodies(tree: ast.Module) -> list[list[ast.stmt]]:

@@ -217,3 +217,24 @@ def test_added_and_removed_lines_are_listed_as_such() -> None:
     assert len(edits) == 2
     assert "train.py:20 now: `x = 1`" in edits
     assert 'train.py:19 recorded: `print("done")`' in edits
+
+
+def test_new_blocks_of_log_statements_and_their_own_variables_are_spliced() -> None:
+    new = (
+        "    with no_grad():\n"
+        '        wn = florql.log("wn", abs(model))\n'
+        "    for k in range(2):\n"
+        '        florql.log("k", k * wn)\n'
+    )
+    v1 = V1.replace(
+        "import florql\n", "import florql\nfrom contextlib import nullcontext as no_grad\n"
+    )
+    v2 = _edit(v1, 'florql.log("acc", acc)', new.rstrip("\n"))
+    s = splice({"train.py": v1}, {"train.py": v2})
+    assert s.sources["train.py"] == v2 and s.names == {"wn", "k"}
+
+
+def test_a_new_loop_variable_that_the_recorded_code_uses_is_refused() -> None:
+    v2 = _edit(V1, 'florql.log("acc", acc)', '    for x in range(2):\n        florql.log("k", x)')
+    with pytest.raises(ReplayError, match="assigns x"):
+        splice({"train.py": V1}, {"train.py": v2})
