@@ -23,6 +23,9 @@ the write; a background thread first makes every record up to the checkpoint's s
 then calls `LogWriter.write_checkpoint`. Backpressure: at most `POOL` snapshots exist (one when
 two would exceed `FLORQL_CKPT_MEMORY` bytes, default 2 GiB); when none is free the checkpoint
 is skipped (the last one waits instead).
+
+`FLORQL_CKPT_EVERY=k` replaces the budget by a fixed schedule: every k-th outer iteration (and
+the last), waiting for the writer rather than skipping (tests, and users who want a guarantee).
 """
 
 from __future__ import annotations
@@ -43,8 +46,11 @@ DEFAULT_MEMORY = 2 << 30
 class Policy:
     """Decides, per opportunity, whether a checkpoint fits in the overhead budget."""
 
-    def __init__(self, budget: float = 0.02, contention: float | None = None) -> None:
+    def __init__(
+        self, budget: float = 0.02, contention: float | None = None, every: int | None = None
+    ) -> None:
         self.budget = budget
+        self.every = every  # fixed schedule (FLORQL_CKPT_EVERY): every k-th iteration
         self.contention = _contention() if contention is None else contention
         self.start: float | None = None
         self.spent = 0.0
@@ -59,6 +65,8 @@ class Policy:
             self.start = now
         if is_last or self.n == 0:
             return True
+        if self.every:
+            return iteration % self.every == 0
         return self.spent + self.estimate() <= self.budget * (now - self.start)
 
     def estimate(self) -> float:
@@ -93,7 +101,7 @@ class Checkpointer:
 
     def __init__(self, session: Any, budget: float = 0.02) -> None:
         self.session = session
-        self.policy = Policy(budget)
+        self.policy = Policy(budget, every=int(os.environ.get("FLORQL_CKPT_EVERY") or 0) or None)
         self.contention = self.policy.contention
         self._free: queue.Queue = queue.Queue()
         self._pool_size = 0
@@ -128,7 +136,7 @@ class Checkpointer:
             raise self._error
         if not self.policy.should(iteration, is_last):
             return False
-        snap = self._snapshot_buffer(wait=is_last)
+        snap = self._snapshot_buffer(wait=is_last or bool(self.policy.every))
         if snap is None:
             self.skipped += 1
             return False

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from florql.errors import BadInputError, FlorqlError
+from florql.errors import BadInputError, CorruptionError
 from florql.session import RUN_RESUME, VALUE, NullSession, Session, install
 
 
@@ -254,8 +254,11 @@ def check_main(args: Any) -> int:
         raise BadInputError(f"no store at {args.store}; pass --store DIR")
     try:
         store = Store.open(args.store, create=False)
-    except FlorqlError as e:
-        print(f"florql: store {args.store} cannot be opened: {e}", file=sys.stderr)
+    except CorruptionError as e:  # recovery stops at the first damage: report that one
+        print(
+            f"corruption: segment {e.segment} offset {e.offset} lsn {e.lsn}: {e}", file=sys.stderr
+        )
+        print(f"florql: {args.store} is damaged and cannot be opened", file=sys.stderr)
         return 1
     try:
         problems = store.check()

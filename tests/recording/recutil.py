@@ -23,6 +23,7 @@ def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("FLORQL_STORE", None)
     env.pop("FLORQL_DISABLE", None)
+    env["FLORQL_CKPT_EVERY"] = "1"  # deterministic checkpoints; the policy has its own tests
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.update(extra)
     return env

@@ -35,3 +35,13 @@ def test_expensive_checkpoints_are_spaced_to_fit_the_budget(cost, every):
 def test_first_and_last_iterations_are_always_checkpointed():
     taken = simulate(iter_seconds=0.01, cost=10.0, budget=0.02, n=50)
     assert taken[0] == 0 and taken[-1] == 49
+
+
+def test_fixed_schedule_checkpoints_every_kth_iteration_whatever_the_cost():
+    p = Policy(budget=0.02, contention=1.0, every=3)
+    taken = []
+    for i in range(10):
+        if p.should(i, is_last=(i == 9), now=float(i)):
+            p.taken(stall=100.0, now=float(i))
+            taken.append(i)
+    assert taken == [0, 3, 6, 9]

@@ -295,3 +295,42 @@ def test_runs_lists_runs_in_every_format_and_check_reports_clean(recorded):
     assert "finished" in table and "train_cnn.py" in table
     r = florql_cli("check", "--store", store)
     assert r.returncode == 0 and "clean" in r.stderr
+
+
+@pytest.mark.parametrize("where", ["log", "pages"])
+def test_check_reports_damage_with_its_location_and_exits_1(recorded, tmp_path, where):
+    import shutil
+
+    store = tmp_path / "st"
+    shutil.copytree(recorded["store"], store)
+    victim = sorted(p for p in (store / where).rglob("*") if p.is_file())[0]
+    data = bytearray(victim.read_bytes())
+    data[1000] ^= 0xFF  # inside the first frame / page
+    victim.write_bytes(bytes(data))
+    r = florql_cli("check", "--store", str(store))
+    assert r.returncode == 1
+    assert "segment" in r.stderr and "offset" in r.stderr and "lsn" in r.stderr
+
+
+def test_adaptive_policy_spaces_costly_checkpoints_to_fit_the_budget(tmp_path):
+    script = write(
+        tmp_path / "t.py",
+        """
+        import time, torch, florql
+        w = torch.zeros(8_000_000)  # 32 MB: a checkpoint costs far more than 2% of 20 ms
+        florql.checkpointing(w=w)
+        for e in florql.loop("epoch", range(30)):
+            time.sleep(0.02)
+            w += 1
+        """,
+    )
+    r = florql_cli("record", "--store", str(tmp_path / "st"), str(script), FLORQL_CKPT_EVERY="")
+    assert r.returncode == 0, r.stderr
+    s = open_store(tmp_path / "st")
+    try:
+        iters = [c.meta["ctx"][0][1] for c in s.checkpoints()]
+        (run,) = s.runs().values()
+    finally:
+        s.close()
+    assert iters[0] == 0 and iters[-1] == 29 and len(iters) < 15
+    assert run.end["stats"]["checkpoints"] == len(iters)
