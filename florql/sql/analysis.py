@@ -53,7 +53,7 @@ _VALUE_VIEWS = ("logs", "records")
 class Analysis:
     """The result of `analyze`; see the module docstring."""
 
-    statement: exp.Expression
+    statement: exp.Expr
     views: set[str] = field(default_factory=set)
     names: set[str] = field(default_factory=set)
     missing: set[str] = field(default_factory=set)
@@ -87,11 +87,11 @@ def analyze(sql: str, catalog: Catalog) -> Analysis:
     return analysis
 
 
-def _raw_column_names(statement: exp.Expression) -> set[str]:
+def _raw_column_names(statement: exp.Expr) -> set[str]:
     return {c.name for c in statement.find_all(exp.Column) if not isinstance(c.this, exp.Star)}
 
 
-def _views(statement: exp.Expression) -> set[str]:
+def _views(statement: exp.Expr) -> set[str]:
     ctes = {c.alias_or_name.lower() for c in statement.find_all(exp.CTE)}
     out = set()
     for t in statement.find_all(exp.Table):
@@ -100,14 +100,14 @@ def _views(statement: exp.Expression) -> set[str]:
     return out
 
 
-def _schema(catalog: Catalog, candidates: set[str]) -> dict[str, dict[str, str]]:
+def _schema(catalog: Catalog, candidates: set[str]) -> dict[str, object]:
     schema = {view: dict.fromkeys(cols, "UNKNOWN") for view, cols in catalog.view_columns().items()}
     for name in sorted(candidates):
         schema["logs"].setdefault(name, "UNKNOWN")
-    return schema
+    return dict(schema)
 
 
-def _qualify(statement: exp.Expression, catalog: Catalog, candidates: set[str]) -> exp.Expression:
+def _qualify(statement: exp.Expr, catalog: Catalog, candidates: set[str]) -> exp.Expr:
     try:
         return qualify(
             statement.copy(),
@@ -180,7 +180,7 @@ def _records_names(scope: Scope, catalog: Catalog) -> set[str]:
     return names
 
 
-def _column_side(node: exp.Expression) -> exp.Expression | None:
+def _column_side(node: exp.Expr) -> exp.Expr | None:
     for side in (node.this, node.expression):
         if isinstance(side, exp.Column):
             return side
@@ -190,7 +190,7 @@ def _column_side(node: exp.Expression) -> exp.Expression | None:
 # --- selection ---------------------------------------------------------------------------------
 
 
-def _selection(qualified: exp.Expression, catalog: Catalog) -> sel.Selection:
+def _selection(qualified: exp.Expr, catalog: Catalog) -> sel.Selection:
     try:
         pushed = merge_subqueries(pushdown_predicates(normalize(qualified.copy())))
         scopes = traverse_scope(pushed)
@@ -208,7 +208,7 @@ def _selection(qualified: exp.Expression, catalog: Catalog) -> sel.Selection:
     return sel.any_of(per_reference)
 
 
-def _conjuncts_for(scope: Scope, alias: str, source: exp.Table) -> list[exp.Expression]:
+def _conjuncts_for(scope: Scope, alias: str, source: Any) -> list[exp.Expr]:
     select = scope.expression
     if not isinstance(select, exp.Select):
         return []
@@ -220,7 +220,7 @@ def _conjuncts_for(scope: Scope, alias: str, source: exp.Table) -> list[exp.Expr
     return out
 
 
-def _split_and(node: exp.Expression | None) -> list[exp.Expression]:
+def _split_and(node: exp.Expr | None) -> list[exp.Expr]:
     if node is None:
         return []
     if isinstance(node, exp.Where):
@@ -232,11 +232,18 @@ def _split_and(node: exp.Expression | None) -> list[exp.Expression]:
     return [node]
 
 
-_COMPARE = {exp.EQ: "=", exp.NEQ: "<>", exp.LT: "<", exp.LTE: "<=", exp.GT: ">", exp.GTE: ">="}
+_COMPARE: dict[type, str] = {
+    exp.EQ: "=",
+    exp.NEQ: "<>",
+    exp.LT: "<",
+    exp.LTE: "<=",
+    exp.GT: ">",
+    exp.GTE: ">=",
+}
 _FLIP = {"=": "=", "<>": "<>", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 
-def _to_selection(node: exp.Expression, alias: str, view: str, catalog: Catalog) -> sel.Selection:
+def _to_selection(node: exp.Expr, alias: str, view: str, catalog: Catalog) -> sel.Selection:
     """Translate one predicate; anything not about this reference's loop columns is Unknown."""
     if isinstance(node, exp.Paren):
         return _to_selection(node.this, alias, view, catalog)
@@ -265,9 +272,7 @@ def _to_selection(node: exp.Expression, alias: str, view: str, catalog: Catalog)
     return unknown
 
 
-def _comparison(
-    node: exp.Expression, alias: str, view: str, catalog: Catalog
-) -> sel.Selection | None:
+def _comparison(node: exp.Expr, alias: str, view: str, catalog: Catalog) -> sel.Selection | None:
     op = _COMPARE[type(node)]
     left, right = node.this, node.expression
     column = _loop_column(left, alias, view, catalog)

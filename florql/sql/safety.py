@@ -77,7 +77,7 @@ def check_text(sql: str) -> None:
         raise QueryError(_refusal_for_name(keyword))
 
 
-def check_read_only(statement: exp.Expression) -> None:
+def check_read_only(statement: exp.Expr) -> None:
     """Raise `QueryError` unless `statement` only reads florql's views.
 
     Raises:
@@ -96,7 +96,7 @@ def check_read_only(statement: exp.Expression) -> None:
     _check_tables(statement)
 
 
-def _refusal(node: exp.Expression) -> str:
+def _refusal(node: exp.Expr) -> str:
     return _refusal_for_name(_statement_name(node))
 
 
@@ -111,7 +111,7 @@ def _refusal_for_name(name: str) -> str:
     return f"{name} is not allowed: {hint}"
 
 
-def _statement_name(node: exp.Expression) -> str:
+def _statement_name(node: exp.Expr) -> str:
     for cls, name in _STATEMENT_NAMES.items():
         if isinstance(node, cls):
             return name
@@ -120,7 +120,7 @@ def _statement_name(node: exp.Expression) -> str:
     return type(node).__name__.upper()
 
 
-def _function_name(func: exp.Expression) -> str:
+def _function_name(func: exp.Expr) -> str:
     if isinstance(func, exp.Anonymous):
         return str(func.name).lower()
     if isinstance(func, exp.Func):
@@ -141,11 +141,11 @@ def _check_function(func: exp.Func) -> None:
         )
 
 
-def _cte_names(statement: exp.Expression) -> set[str]:
+def _cte_names(statement: exp.Expr) -> set[str]:
     return {cte.alias_or_name.lower() for cte in statement.find_all(exp.CTE)}
 
 
-def _check_tables(statement: exp.Expression) -> None:
+def _check_tables(statement: exp.Expr) -> None:
     ctes = _cte_names(statement)
     for table in statement.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier):

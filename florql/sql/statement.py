@@ -40,7 +40,7 @@ def _quiet_sqlglot() -> Iterator[None]:
         logger.setLevel(old)
 
 
-def parse_statement(sql: str) -> exp.Expression:
+def parse_statement(sql: str) -> exp.Expr:
     """Parse exactly one statement.
 
     Raises:
