@@ -204,8 +204,14 @@ def prepare(
             continue
         current = current_sources(meta, script)
         key = (tuple(sorted(recorded.items())), tuple(sorted(current.items(), key=str)))
-        if key not in cache:
-            cache[key] = splice(recorded, current, set(wanted))
+        try:
+            if key not in cache:
+                cache[key] = splice(recorded, current, set(wanted))
+        except ReplayError as e:
+            # Only a run the request can select makes an unplaceable statement an error.
+            if selection.admits(rid, {}):
+                raise ReplayError(f"run {rid}: {e}") from None
+            continue
         splices[rid] = cache[key]
     resolvable = set().union(*(s.names for s in splices.values())) if splices else set()
     unresolved = set(wanted) - resolvable
