@@ -14,6 +14,8 @@ views, including how name collisions are settled (documented in `views.py`):
 ['run_id', 'epoch', 'step', 'log_epoch', 'loss', 'lr', 'arg_loss']
 >>> c.variable_for("log_epoch"), c.variable_for("loss"), c.variable_for("lr")
 ('epoch', 'loss', None)
+>>> Catalog(names=frozenset({"Loss", "loss"})).logs_columns()
+['run_id', 'Loss', 'loss_2']
 >>> c.closest("los")
 ['loss']
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from functools import cached_property
 
 RECORDS_HEAD = ("run_id", "lsn")
 RECORDS_TAIL = (
@@ -62,14 +65,42 @@ class Catalog:
     runs: tuple[str, ...] = ()
     extra_names: frozenset[str] = field(default=frozenset())
 
+    @cached_property
+    def _name_columns(self) -> dict[str, str]:
+        # DuckDB column names are case-insensitive: "Loss" and "loss" cannot both be columns.
+        reserved = {c.lower() for c in ("run_id", *self.loops)}
+        taken = set(reserved)
+        out = {}
+        for name in self.all_names():
+            column = f"log_{name}" if name.lower() in reserved else name
+            base, k = column, 2
+            while column.lower() in taken:
+                column, k = f"{base}_{k}", k + 1
+            taken.add(column.lower())
+            out[name] = column
+        return out
+
+    @cached_property
+    def _arg_columns(self) -> dict[str, str]:
+        taken = {c.lower() for c in ("run_id", *self.loops, *self._name_columns.values())}
+        logged = {n.lower() for n in self.all_names()}
+        out = {}
+        for arg in self.args:
+            column = f"arg_{arg}" if arg.lower() in taken or arg.lower() in logged else arg
+            base, k = column, 2
+            while column.lower() in taken:
+                column, k = f"{base}_{k}", k + 1
+            taken.add(column.lower())
+            out[arg] = column
+        return out
+
     def logs_name_column(self, name: str) -> str:
         """The `logs` column that holds logged name `name`."""
-        return f"log_{name}" if name == "run_id" or name in self.loops else name
+        return self._name_columns.get(name) or (f"log_{name}" if name in self.loops else name)
 
     def logs_arg_column(self, arg: str) -> str:
         """The `logs` column that holds arg `arg`."""
-        taken = {"run_id", *self.loops, *(self.logs_name_column(n) for n in self.all_names())}
-        return f"arg_{arg}" if arg in taken or arg in self.all_names() else arg
+        return self._arg_columns.get(arg, arg)
 
     def records_loop_column(self, loop: str) -> str:
         return f"loop_{loop}" if loop in RECORDS_FIXED else loop

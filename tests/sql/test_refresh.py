@@ -156,3 +156,19 @@ def test_a_loop_with_string_values_becomes_a_text_column(store_path: str) -> Non
     assert con.sql("SELECT phase, x FROM logs ORDER BY x").fetchall() == [("0", 1.0), ("eval", 2.0)]
     con.close()
     store.close()
+
+
+def test_names_differing_only_in_case_get_distinct_columns(store_path: str) -> None:
+    store = open_store(store_path)
+    w = store.writer()
+    log = RunLog(w, "r1")
+    log.log(ctx_of(epoch=1), {"Loss": 1.0, "loss": 2.0})
+    log.end()
+    w.close()
+    con = connect(store_path, replay=False)
+    rel = con.sql("SELECT * FROM logs")
+    assert rel.columns == ["run_id", "epoch", "Loss", "loss_2"]
+    assert rel.fetchall() == [("r1", 1, 1.0, 2.0)]
+    assert con.sql("SELECT loss_2 FROM logs").fetchall() == [(2.0,)]
+    con.close()
+    store.close()
