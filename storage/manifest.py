@@ -82,8 +82,7 @@ def read_manifest(fs, root: str) -> Manifest:
             store_id=bytes(body["store_id"]), segments=list(body["segments"]), index=body["index"]
         )
         m.format = int(body["format"])
-        if len(m.store_id) != 16 or not all(len(s) == 2 for s in m.segments):
-            raise ValueError("bad field")
+        _validate(m)
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptionError(
             f"manifest {path} has missing or malformed fields ({exc}); restore the store from a backup",
@@ -91,6 +90,23 @@ def read_manifest(fs, root: str) -> Manifest:
             offset=0,
         ) from None
     return m
+
+
+def _validate(m: Manifest) -> None:
+    """Raise ValueError unless the fields have the shapes the rest of storage relies on."""
+    if len(m.store_id) != 16:
+        raise ValueError("store_id is not 16 bytes")
+    if not m.segments:
+        raise ValueError("no log segments")
+    for seg in m.segments:
+        if len(seg) != 2 or not all(type(x) is int and x > 0 for x in seg):
+            raise ValueError(f"bad segment entry {seg!r}")
+    idx = m.index
+    if idx is not None:
+        if not isinstance(idx, dict) or type(idx.get("file")) is not str:
+            raise ValueError("bad index entry")
+        if not all(type(idx.get(k)) is int for k in ("lsn", "seg_no", "offset")):
+            raise ValueError("bad index entry")
 
 
 def write_manifest(fs, root: str, m: Manifest) -> None:

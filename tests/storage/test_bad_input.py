@@ -186,3 +186,25 @@ def test_run_lifecycle_misuse(fscase):
         other.resume_run("r1", {})
     with pytest.raises(BadInputError, match="not in the store"):
         s.load_checkpoint("ck-none")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"format": 1, "store_id": bytes(16), "segments": [], "index": None},
+        {"format": 1, "store_id": bytes(3), "segments": [[1, 1]], "index": None},
+        {"format": 1, "store_id": bytes(16), "segments": [[1, 1]], "index": {"file": 7}},
+        {"format": 1, "store_id": bytes(16), "segments": [["a", 1]], "index": None},
+        {"store_id": bytes(16), "segments": [[1, 1]], "index": None},
+    ],
+)
+def test_manifest_with_a_valid_checksum_but_malformed_fields(fscase, body):
+    from florql_storage.manifest import seal
+
+    _store_with_data(fscase)
+    path = fscase.path(MANIFEST)
+    fscase.fs.write_file(path, seal(b"FLQLMAN\0", body))
+    before = snapshot(fscase.fs, fscase.root)
+    with pytest.raises(CorruptionError, match="malformed"):
+        fscase.open()
+    assert snapshot(fscase.fs, fscase.root) == before
