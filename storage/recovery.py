@@ -89,8 +89,21 @@ def records_of(frame, path: str) -> list[Record]:
     """The logical records of a good frame, with their LSNs (checked as `decode_checked`)."""
     entries = decode_checked(frame, path)
     base = frame.base_lsn
-    with gc_paused():
-        return [_new(Record, (base + i, e[0], e[1])) for i, e in enumerate(entries)]
+    try:
+        with gc_paused():
+            return [_new(Record, (base + i, e[0], e[1])) for i, e in enumerate(entries)]
+    except (TypeError, IndexError, KeyError) as exc:
+        raise _undecodable(frame, path, exc) from None
+
+
+def _undecodable(frame, path: str, exc: Exception) -> CorruptionError:
+    return CorruptionError(
+        f"log segment {path} at offset {frame.offset} (LSN {frame.base_lsn}) has a valid checksum "
+        f"but malformed records ({exc}); run `florql check`",
+        segment=path,
+        offset=frame.offset,
+        lsn=frame.base_lsn,
+    )
 
 
 def corruption(path: str, offset: int, lsn: int, reason: str) -> CorruptionError:
@@ -139,7 +152,10 @@ def redo(
         for frame in scanner:
             entries = decode_checked(frame, path)
             state.note_frame(seg_no, frame.offset, frame.end, frame.base_lsn, frame.nrecs)
-            state.apply_entries(frame.base_lsn, entries)
+            try:
+                state.apply_entries(frame.base_lsn, entries)
+            except (TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
+                raise _undecodable(frame, path, exc) from None
         stop = scanner.stop
         if stop.reason != "end":
             last = i == len(segs) - 1

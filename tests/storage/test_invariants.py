@@ -245,3 +245,19 @@ def test_torn_multi_frame_flush_is_end_of_log_even_with_a_later_frame_intact(fsc
     w2.append(kinds.VALUE, value(200))
     assert w2.flush() == before + 1  # the writer cut the torn flush and appended after it
     assert [r.body[1] for r in fscase.open().scan()][-1] == 200
+
+
+@pytest.mark.parametrize("payload", [[[3]], [5, 6], [[17, {"run_id": "r", "ckpt_id": 1}]]])
+def test_checksummed_frame_with_malformed_records_is_corruption_not_a_crash(fscase, payload):
+    # Invariant 2: nothing malformed is handed out, even when its checksum is valid.
+    import msgpack
+    from florql_storage.frame import encode_payload
+
+    store = fscase.open()
+    _fill(store, 3, per_flush=3)
+    seg = fscase.path(segment_name(1))
+    h = fscase.fs.open_append(seg)
+    h.write(encode_payload(4, len(payload), msgpack.packb(payload)))
+    h.close()
+    with pytest.raises(CorruptionError, match="malformed|decoded"):
+        list(fscase.open().scan())
