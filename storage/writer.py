@@ -27,6 +27,8 @@ import threading
 import time
 import uuid
 
+import msgpack
+
 from . import kinds as K
 from .errors import BadInputError, StoreError
 from .format import RUNS_DIR
@@ -119,6 +121,7 @@ class LogWriter:
     def begin_run(self, run_id: str, meta: dict) -> None:
         """Append RUN_BEGIN, take the run's liveness lock, flush. BadInputError if the run exists."""
         self._check_run_id(run_id)
+        _check_dict("run meta", meta)
         self._store.refresh()
         if run_id in self._store._state.runs:
             raise BadInputError(
@@ -131,6 +134,7 @@ class LogWriter:
     def resume_run(self, run_id: str, body: dict) -> None:
         """Append RUN_RESUME for a crashed run and take its liveness lock, then flush."""
         self._check_run_id(run_id)
+        _check_dict("resume body", body)
         self._store.refresh()
         run = self._store._state.runs.get(run_id)
         if run is None:
@@ -145,6 +149,8 @@ class LogWriter:
 
     def end_run(self, run_id: str, status: str, body: dict) -> None:
         """Append RUN_END with `status`, flush, release the run's liveness lock."""
+        self._check_run_id(run_id)
+        _check_dict("run end body", body)
         self._append_internal(K.RUN_END, {**body, "run_id": run_id, "status": status})
         self.flush()
         lock = self._run_locks.pop(run_id, None)
@@ -174,6 +180,8 @@ class LogWriter:
         The checkpoint exists only once this returns (invariant 4).
         """
         self._check_open()
+        self._check_run_id(run_id)
+        _check_dict("checkpoint meta", meta)
         t0 = time.perf_counter()
         ckpt_id = "ck-" + uuid.uuid4().hex[:16]
         self._append_internal(K.CKPT_BEGIN, {"ckpt_id": ckpt_id, "run_id": run_id})
@@ -223,6 +231,19 @@ class LogWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _check_dict(what: str, value) -> None:
+    """BadInputError unless `value` is a dict msgpack can store (checked before any I/O)."""
+    if not isinstance(value, dict):
+        raise BadInputError(f"{what} must be a dict, not {type(value).__name__}")
+    try:
+        msgpack.packb(value, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise BadInputError(
+            f"{what} holds a value msgpack cannot store ({exc}); use only dict, list, str, bytes, "
+            "int, float, bool and None"
+        ) from None
 
 
 def _packs(entry) -> bool:

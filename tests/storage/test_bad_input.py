@@ -208,3 +208,14 @@ def test_manifest_with_a_valid_checksum_but_malformed_fields(fscase, body):
     with pytest.raises(CorruptionError, match="malformed"):
         fscase.open()
     assert snapshot(fscase.fs, fscase.root) == before
+
+
+def test_bad_meta_is_refused_before_any_page_is_written(fscase):
+    s = fscase.open()
+    w = s.writer()
+    with pytest.raises(BadInputError, match="checkpoint meta"):
+        w.write_checkpoint("r", {"obj": object()}, [b"x" * 10_000])
+    with pytest.raises(BadInputError, match="run meta must be a dict"):
+        w.begin_run("r", ["not", "a", "dict"])
+    assert fscase.fs.listdir(fscase.path("pages")) == []
+    assert s.checkpoints() == [] and s.runs() == {}
