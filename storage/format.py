@@ -45,7 +45,7 @@ CODEC_LZ4 = 1
 DEFAULT_SEGMENT_BYTES = 64 << 20
 DEFAULT_PAGE_BYTES = 1 << 20
 DEFAULT_INDEX_INTERVAL = 8 << 20
-DEFAULT_INDEX_RECORDS = 100_000
+DEFAULT_INDEX_RECORDS = 50_000
 SPARSE_INDEX_STEP = 256 << 10
 # Frames are cut at about this many payload bytes unless an atomic group needs more.
 FRAME_TARGET_BYTES = 1 << 20
