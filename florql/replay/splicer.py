@@ -240,6 +240,8 @@ class _FileSplice:
             elif self._wanted(s):
                 pos = _position(ops, gap)
                 self._place(s, rec_body, pos, self._after(ctx, rec_body, pos))
+            else:  # a new log statement nobody asked for: not an edit worth a warning
+                self.handled_lines.update(range(_first_line(s), (s.end_lineno or s.lineno) + 1))
         for i, s in enumerate(rest):
             if not contains_new_log(s, self.aliases, self.fresh) or not self._wanted(s):
                 continue

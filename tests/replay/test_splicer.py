@@ -238,3 +238,9 @@ def test_a_new_loop_variable_that_the_recorded_code_uses_is_refused() -> None:
     v2 = _edit(V1, 'florql.log("acc", acc)', '    for x in range(2):\n        florql.log("k", x)')
     with pytest.raises(ReplayError, match="assigns x"):
         splice({"train.py": V1}, {"train.py": v2})
+
+
+def test_new_log_statements_not_asked_for_are_not_listed_as_edits() -> None:
+    v2 = _edit(V1, "loss = model * x", '        florql.log("a", x)\n        florql.log("b", x)')
+    s = splice({"train.py": V1}, {"train.py": v2}, want={"a"})
+    assert s.names == {"a"} and s.other_edits == []
