@@ -8,30 +8,36 @@ from __future__ import annotations
 
 from .errors import CorruptionError
 from .format import segment_name
+from .manifest import read_manifest
 from .pages import read_page_into
 from .records import Problem
-from .recovery import load_index, records_of
+from .recovery import load_index, records_of, settled_manifest
 from .segment import HEADER_SIZE, FrameScanner, decode_header, valid_frame_after
 
 
 def check_store(store) -> list[Problem]:
     """Every problem found in `store`, log first, then pages; [] means clean."""
     problems: list[Problem] = []
-    load_index(store.fs, store.root, store._manifest, problems)
-    _check_log(store, problems)
+    try:
+        manifest = settled_manifest(store.fs, store.root, read_manifest(store.fs, store.root))
+    except CorruptionError as exc:
+        problems.append(Problem("manifest", exc.segment, 0, None, str(exc)))
+        manifest = store._manifest  # what this Store read when it was still intact
+    load_index(store.fs, store.root, manifest, problems)
+    _check_log(store, manifest, problems)
     _check_pages(store, problems)
     return problems
 
 
-def _check_log(store, problems: list) -> None:
-    fs, segs = store.fs, store._manifest.segments
+def _check_log(store, manifest, problems: list) -> None:
+    fs, segs = store.fs, manifest.segments
     expected = 1
     before = len(problems)
     for i, (seg_no, first_lsn) in enumerate(segs):
         # A gap right after damage is the damage itself, already reported.
         path = f"{store.root}/{segment_name(seg_no)}"
         try:
-            decode_header(fs.read(path, 0, HEADER_SIZE), path, seg_no, store._manifest.store_id)
+            decode_header(fs.read(path, 0, HEADER_SIZE), path, seg_no, manifest.store_id)
         except (CorruptionError, FileNotFoundError) as exc:
             problems.append(Problem("segment_header", path, 0, first_lsn, str(exc)))
             expected, before = first_lsn, len(problems)

@@ -193,6 +193,16 @@ def _open_segment(
     return HEADER_SIZE
 
 
+def settled_manifest(fs, root: str, manifest: Manifest) -> Manifest:
+    """`manifest`, or a newer one if a writer replaced (and deleted) its index file meanwhile."""
+    for _ in range(3):
+        idx = manifest.index
+        if not idx or fs.exists(f"{root}/{idx['file']}"):
+            break
+        manifest = read_manifest(fs, root)
+    return manifest
+
+
 def recover(
     fs, root: str, manifest: Manifest, problems: list | None = None
 ) -> tuple[Manifest, StoreState, tuple | None]:
@@ -201,11 +211,7 @@ def recover(
     A writer may replace the index checkpoint (and delete the old file) between our reading
     the MANIFEST and the index; then the MANIFEST is read again rather than redoing the log.
     """
-    for _ in range(3):
-        idx = manifest.index
-        if not idx or fs.exists(f"{root}/{idx['file']}"):
-            break
-        manifest = read_manifest(fs, root)
+    manifest = settled_manifest(fs, root, manifest)
     state = load_index(fs, root, manifest, problems)
     torn = redo(fs, root, manifest, state)
     return manifest, state, torn

@@ -261,3 +261,10 @@ def test_checksummed_frame_with_malformed_records_is_corruption_not_a_crash(fsca
     h.close()
     with pytest.raises(CorruptionError, match="malformed|decoded"):
         list(fscase.open().scan())
+
+
+def test_check_reports_a_damaged_manifest_instead_of_raising(fscase):
+    store = fscase.open()
+    _fill(store, 5)
+    fscase.fs.write_file(fscase.path("MANIFEST"), b"garbage")
+    assert [p.kind for p in store.check()] == ["manifest"]
