@@ -187,6 +187,7 @@ class Session:
         self.args: dict[str, Any] = {}
         self.objects: dict[str, Any] = {}
         self.started_at = time.time()
+        self.cwd = os.getcwd()
         self._t0 = time.perf_counter()
         self._buf: collections.deque = collections.deque()
         self._counter = itertools.count(1)
@@ -249,7 +250,7 @@ class Session:
             "arg_overrides": {k: str(v) for k, v in self.overrides.items()},
             "sources": srcs,
             "source_hash": sources.source_hash(srcs),
-            "cwd": os.getcwd(),
+            "cwd": self.cwd,
             "python": sys.version.split()[0],
             "torch": sources.torch_version(),
             "git": sources.git_commit(os.path.dirname(self.script)),
