@@ -91,3 +91,19 @@ def test_query_for_a_new_variable_replays_it_and_answers(tmp_path: Path) -> None
     assert [row["epoch"] for row in rows] == [4, 5] and all(row["wnorm"] > 0 for row in rows)
     again = florql_cli("query", "--store", str(store), "--format", "json", q, cwd=project)
     assert json.loads(again.stdout) == rows
+
+
+def test_replay_command_without_names_replays_every_new_statement_and_leaves_the_checkout_alone(
+    fresh, script
+) -> None:
+    current = script(v2())
+    folder = Path(current).parent
+    before = {p.name: p.read_text() for p in folder.iterdir()}
+    r = florql_cli(
+        "replay", "--store", str(fresh.store), "--where", "epoch = 5", current, cwd=fresh.project
+    )
+    assert r.returncode == 0, r.stderr
+    assert f"run {fresh.run_id}: replayed gnorm, running2, wnorm" in r.stdout
+    got = values(fresh.store, fresh.run_id, {"gnorm", "running2", "wnorm"}, replayed=True)
+    assert {k[0] for k in got} == {"gnorm", "running2", "wnorm"}
+    assert {p.name: p.read_text() for p in folder.iterdir()} == before
