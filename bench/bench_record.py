@@ -61,6 +61,7 @@ def overhead(reps: int, script_args: list[str]) -> dict:
         base.append(time.perf_counter() - t)
         base_cpu.append(_cpu() - c)
     r, b = statistics.median(rec), statistics.median(base)
+    rc, bc = statistics.median(rec_cpu), statistics.median(base_cpu)
     return {
         "recorded": r,
         "baseline": b,
@@ -68,6 +69,9 @@ def overhead(reps: int, script_args: list[str]) -> dict:
         "runs": stats,
         "rec": rec,
         "base": base,
+        "rec_cpu": rc,
+        "base_cpu": bc,
+        "cpu_overhead": rc / bc - 1,
     }
 
 
