@@ -43,6 +43,10 @@ _VALUE_COLUMNS = (
 )
 
 
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _loop_col(k: int) -> str:
     return f"__l{k}"
 
@@ -63,6 +67,7 @@ class Cache:
         self.loop_depth: dict[str, int] = {}  # shallowest position seen in a ctx (0: outermost)
         self._loop_pos: dict[str, int] = {}
         self.text_names: set[str] = set()
+        self.name_slots: dict[str, int] = {}  # logged name -> K of its _contexts column __nK
         self.names: Counter[str] = Counter()
         self.recorded_names: set[str] = set()  # names with a value a run logged (not a replay)
         self.values_per_run: Counter[str] = Counter()
@@ -113,6 +118,7 @@ class Cache:
             "loop_types": self.loop_types,
             "loop_depth": self.loop_depth,
             "text_names": sorted(self.text_names),
+            "name_slots": self.name_slots,
             "names": dict(self.names),
             "recorded_names": sorted(self.recorded_names),
             "values_per_run": dict(self.values_per_run),
@@ -128,6 +134,7 @@ class Cache:
         self.loop_depth = dict(state["loop_depth"])
         self._loop_pos = {name: k for k, name in enumerate(self.loops)}
         self.text_names = set(state["text_names"])
+        self.name_slots = dict(state["name_slots"])
         self.names = Counter(state["names"])
         self.recorded_names = set(state["recorded_names"])
         self.values_per_run = Counter(state["values_per_run"])
@@ -262,7 +269,7 @@ class Cache:
                             f"ALTER TABLE {table} ALTER COLUMN {_loop_col(k)} TYPE VARCHAR"
                         )
 
-    def _insert_contexts(self, contexts: list) -> None:
+    def _contexts_table(self, contexts: list) -> Any:
         self._widen_loops(contexts)
         cols = {
             "ctx_id": columns.int_column([c[0] for c in contexts]),
@@ -279,11 +286,48 @@ class Cache:
                 cols[_loop_col(k)] = columns.int_column(
                     [int(v) if isinstance(v, bool) else v for v in raw]
                 )
-        self.con.register("__ingest_contexts", columns.table(cols))
-        try:
-            self.con.execute("INSERT INTO _contexts BY NAME SELECT * FROM __ingest_contexts")
-        finally:
-            self.con.unregister("__ingest_contexts")
+        return columns.table(cols)
+
+    # --- the wide form: one column per logged name in _contexts --------------------------------
+
+    def name_slot(self, name: str) -> str:
+        """The `_contexts` column holding `name`'s last value per context."""
+        return f"__n{self.name_slots[name]}"
+
+    def _ensure_name_columns(self, names: list[tuple[str, bool]]) -> None:
+        """Add a column per new name; widen a DOUBLE column to VARCHAR once text appears."""
+        for name, has_text in names:
+            if name not in self.name_slots:
+                self.name_slots[name] = len(self.name_slots)
+                typ = "VARCHAR" if has_text else "DOUBLE"
+                self.con.execute(f"ALTER TABLE _contexts ADD COLUMN {self.name_slot(name)} {typ}")
+            elif has_text and name not in self.text_names:
+                self.con.execute(
+                    f"ALTER TABLE _contexts ALTER COLUMN {self.name_slot(name)} TYPE VARCHAR"
+                )
+            if has_text:
+                self.text_names.add(name)
+
+    def _pivot_sql(self, names: list[str], source: str, where: str = "") -> str:
+        """SELECT ctx_id and each name's last non-NULL value (highest LSN) per context."""
+        aggs = []
+        for name in names:
+            text = name in self.text_names
+            value = "coalesce(value_text, CAST(value AS VARCHAR))" if text else "value"
+            aggs.append(
+                f"arg_max({value}, lsn) FILTER (WHERE name = {_literal(name)}) "
+                f"AS {self.name_slot(name)}"
+            )
+        return f"SELECT ctx_id, {', '.join(aggs)} FROM {source} {where} GROUP BY ctx_id"
+
+    def _update_from_pivot(self, names: list[str], keep_old: bool, where: str = "") -> None:
+        sets = ", ".join(
+            f"{slot} = coalesce(p.{slot}, _contexts.{slot})" if keep_old else f"{slot} = p.{slot}"
+            for slot in (self.name_slot(n) for n in names)
+        )
+        self.con.execute(
+            f"UPDATE _contexts SET {sets} FROM __pivot p WHERE _contexts.ctx_id = p.ctx_id {where}"
+        )
 
     def _reuse_known_contexts(self, batch: Batch) -> None:
         """After a restore, a "new" context may already be in `_contexts`: use its id."""
@@ -314,36 +358,65 @@ class Cache:
     def _flush(self, batch: Batch) -> None:
         if batch.new_contexts and self._partial_contexts:
             self._reuse_known_contexts(batch)
-        if batch.new_contexts:
-            self._insert_contexts(batch.new_contexts)
+        new_contexts, batch.new_contexts = batch.new_contexts, []
         if not len(batch):
+            if new_contexts:
+                self._insert_contexts(new_contexts, [])
             return
-        loops = "".join(f", c.{_loop_col(k)}" for k in range(len(self.loops)))
-        low = min(batch.ctx_id)
+        first_new = min((c[0] for c in new_contexts), default=None)
         self.con.register("__ingest_values", batch.to_arrow())
         try:
-            self.con.execute(
-                "INSERT INTO _values BY NAME SELECT c.run_id, i.lsn, i.seq, i.ctx_id, i.name, "
-                "i.value, i.value_text, make_timestamp(CAST(i.t * 1000000 AS BIGINT)) AS logged_at, "
-                f"i.replay_id{loops} FROM __ingest_values i "
-                f"JOIN (SELECT * FROM _contexts WHERE ctx_id >= {low}) c USING (ctx_id)"
-            )
             stats = self.con.execute(
-                "SELECT i.name, c.run_id, count(*), count(i.value_text), count(*) FILTER "
-                "(WHERE i.replay_id = '') FROM __ingest_values i "
-                f"JOIN (SELECT ctx_id, run_id FROM _contexts WHERE ctx_id >= {low}) c "
-                "USING (ctx_id) GROUP BY ALL"
+                "SELECT name, count(*), count(value_text), count(*) FILTER "
+                "(WHERE replay_id = '') FROM __ingest_values GROUP BY name ORDER BY name"
             ).fetchall()
+            names = [row[0] for row in stats]
+            self._ensure_name_columns([(row[0], row[2] > 0) for row in stats])
+            self.con.execute(
+                "CREATE OR REPLACE TEMP TABLE __pivot AS "
+                + self._pivot_sql(names, "__ingest_values")
+            )
+            if new_contexts:
+                self._insert_contexts(new_contexts, names)
+            if first_new is None or min(batch.ctx_id) < first_new:
+                older = "" if first_new is None else f"AND p.ctx_id < {first_new}"
+                self._update_from_pivot(names, keep_old=True, where=older)
+            self._insert_values(min(batch.ctx_id))
         finally:
             self.con.unregister("__ingest_values")
-        for name, run_id, n, n_text, n_recorded in stats:
+            self.con.execute("DROP TABLE IF EXISTS __pivot")
+        for name, n, _n_text, n_recorded in stats:
             self.names[name] += n
-            self.values_per_run[run_id] += n
-            if n_text:
-                self.text_names.add(name)
             if n_recorded:
                 self.recorded_names.add(name)
         batch.clear()
+
+    def _insert_contexts(self, contexts: list, names: list[str]) -> None:
+        """Insert new contexts with the batch's pivoted values (`__pivot`) for `names`."""
+        self.con.register("__ingest_contexts", self._contexts_table(contexts))
+        try:
+            picked = "".join(f", p.{self.name_slot(n)}" for n in names)
+            joined = " LEFT JOIN __pivot p USING (ctx_id)" if names else ""
+            self.con.execute(
+                f"INSERT INTO _contexts BY NAME SELECT n.*{picked} FROM __ingest_contexts n{joined}"
+            )
+        finally:
+            self.con.unregister("__ingest_contexts")
+
+    def _insert_values(self, low: int) -> None:
+        loops = "".join(f", c.{_loop_col(k)}" for k in range(len(self.loops)))
+        first = self.con.execute("SELECT min(lsn) FROM __ingest_values").fetchall()[0][0]
+        self.con.execute(
+            "INSERT INTO _values BY NAME SELECT c.run_id, i.lsn, i.seq, i.ctx_id, i.name, "
+            "i.value, i.value_text, make_timestamp(CAST(i.t * 1000000 AS BIGINT)) AS logged_at, "
+            f"i.replay_id{loops} FROM __ingest_values i "
+            f"JOIN (SELECT * FROM _contexts WHERE ctx_id >= {low}) c USING (ctx_id)"
+        )
+        per_run = self.con.execute(
+            f"SELECT run_id, count(*) FROM _values WHERE lsn >= {first} GROUP BY run_id"
+        ).fetchall()
+        for run_id, n in per_run:
+            self.values_per_run[run_id] += n
 
     # --- records that change what is visible --------------------------------------------------
 
@@ -358,6 +431,7 @@ class Cache:
         if not gone:
             return
         self.con.execute(f"DELETE FROM _values WHERE {where}", params)
+        self._repivot_run(run_id)
         for name, n in gone:
             self.names[name] -= n
             self.values_per_run[run_id] -= n
@@ -374,6 +448,22 @@ class Cache:
             )
             dropped = set(ids)
             self._contexts = {k: v for k, v in self._contexts.items() if v not in dropped}
+
+    def _repivot_run(self, run_id: str) -> None:
+        """Recompute a run's wide columns from its remaining values (after a resume)."""
+        names = sorted(self.name_slots)
+        if not names:
+            return
+        cleared = ", ".join(f"{self.name_slot(n)} = NULL" for n in names)
+        self.con.execute(f"UPDATE _contexts SET {cleared} WHERE run_id = ?", [run_id])
+        where = f"WHERE run_id = {_literal(run_id)}"
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE __pivot AS " + self._pivot_sql(names, "_values", where)
+        )
+        try:
+            self._update_from_pivot(names, keep_old=False)
+        finally:
+            self.con.execute("DROP TABLE IF EXISTS __pivot")
 
     def _replay_end(self, body: dict) -> None:
         fidelity = body.get("fidelity") or {}

@@ -58,31 +58,24 @@ def catalog_of(cache: Cache, extra_names: Iterable[str] = ()) -> Catalog:
 
 
 def logs_sql(cache: Cache, catalog: Catalog, names: Iterable[str]) -> str:
-    """SELECT text of the `logs` view holding the columns of `names` (and all loop/arg columns)."""
+    """SELECT text of the `logs` view holding the columns of `names` (and all loop/arg columns).
+
+    The cache keeps the wide form up to date at ingest (`_contexts.__nK`), so the view only
+    picks columns: no pivot at query time.
+    """
     wanted = sorted(set(names) & set(catalog.all_names()))
     cols = ["c.run_id AS run_id"]
     cols += [f"c.{cache.loop_slot(loop)} AS {quote(loop)}" for loop in catalog.loops]
-    pivots = []
     for name in wanted:
         column = quote(catalog.logs_name_column(name))
-        if name not in catalog.names:
+        if name in cache.name_slots and name in catalog.names:
+            cols.append(f"c.{cache.name_slot(name)} AS {column}")
+        else:
             cols.append(f"CAST(NULL AS DOUBLE) AS {column}")
-            continue
-        value = (
-            "coalesce(value_text, CAST(value AS VARCHAR))" if name in cache.text_names else "value"
-        )
-        pivots.append(f"arg_max({value}, lsn) FILTER (WHERE name = {literal(name)}) AS {column}")
-        cols.append(f"p.{column} AS {column}")
     cols += [
         f"a.__a{k} AS {quote(catalog.logs_arg_column(arg))}" for k, arg in enumerate(catalog.args)
     ]
     sql = f"SELECT {', '.join(cols)} FROM _contexts c"
-    if pivots:
-        in_list = ", ".join(literal(n) for n in wanted if n in catalog.names)
-        sql += (
-            f" LEFT JOIN (SELECT ctx_id, {', '.join(pivots)} FROM _values "
-            f"WHERE name IN ({in_list}) GROUP BY ctx_id) p ON p.ctx_id = c.ctx_id"
-        )
     if catalog.args:
         sql += " LEFT JOIN _args a ON a.run_id = c.run_id"
     return sql
