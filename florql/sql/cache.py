@@ -9,9 +9,12 @@ starts over.
 
 Internal tables (never named by users: `safety.py` admits only the views):
 
-- `_contexts(ctx_id, run_id, __l0, __l1, ...)`: one row per run and loop context in which a
-  value was logged; `__lK` holds the value of loop `self.loops[K]` (BIGINT while every value of
-  that loop is an int, VARCHAR once a str appears).
+- `_contexts(ctx_id, run_id, ctx_key, __l0, ..., __n0, ...)`: the wide form, one row per run
+  and loop context in which a value was logged; `__lK` holds the value of loop `self.loops[K]`
+  (BIGINT while every value of that loop is an int, VARCHAR once a str appears); `__nK` holds
+  the last non-NULL value (highest LSN) of logged name K in that context (DOUBLE, or VARCHAR
+  once a value of that name was text). Each flush pivots only its own values and merges them
+  (new contexts: inserted with their values; older ones: UPDATE with coalesce).
 - `_values(run_id, lsn, seq, ctx_id, name, value, value_text, logged_at, replay_id, __lK...)`:
   one row per visible VALUE record. `value` is the number (bools as 1.0/0.0), `value_text` the
   text of a str value or the JSON of a list/dict; None leaves both NULL.
@@ -21,7 +24,9 @@ Internal tables (never named by users: `safety.py` admits only the views):
 Invariants:
 1. `last_lsn` is the highest LSN whose effects are in the tables; frames are ingested whole.
 2. Values of a resumed run that RUN_RESUME supersedes (seq > its seq, LSN below it) are deleted
-   before any later frame is ingested, so no query sees them.
+   before any later frame is ingested, so no query sees them; the run's wide columns are then
+   recomputed from what remains.
+3. `_contexts.__nK` equals the pivot of `_values` (last non-NULL value per context and name).
 """
 
 from __future__ import annotations

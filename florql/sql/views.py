@@ -1,7 +1,8 @@
 """The four read-only views, defined over the cache's internal tables (see `cache.py`).
 
-`logs` is rebuilt for each query with only the logged names that query references (pivoting a
-name costs a pass over its values; pivoting all of them for every query would not scale).
+`logs` is a projection of the cache's wide table (`_contexts`, one column per logged name, kept
+current at ingest by `cache.py`); it is redefined for each query with the names that query
+references, plus NULL columns for names asked for that no run logged.
 
 Decisions, also in the README:
 - `logs` has one row per run and loop context in which anything was logged, whichever names the
