@@ -10,7 +10,7 @@ Modules, bottom up:
 - `format`: constants and struct layouts shared by writer and reader; `kinds`: record kinds.
 - `frame`: record framing (header, CRC32C, base LSN + count, msgpack payload, lz4).
 - `segment`: segment headers and the frame scanner; `manifest`: MANIFEST and sealed files.
-- `pages`: checkpoint pages (split, SHA-256 dedup, lz4 where it pays, per-writer page files).
+- `pages`: checkpoint pages (split, exact dedup by CRC key + compare, lz4 where it pays).
 - `state`: what recovery derives (tail, sparse LSN index, runs, checkpoints, page catalog).
 - `recovery`: the numbered invariants, index-checkpoint loading and redo; `check`: full verify.
 - `committer`: group commit under the log lock; `writer`: LogWriter; `store`: Store.

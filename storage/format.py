@@ -33,8 +33,8 @@ SEGMENT_HEADER = struct.Struct("<8sII16sQII")
 FRAME_HEADER = struct.Struct("<IIBBHQII")
 # magic, version, length, crc, reserved (MANIFEST and index files)
 FILE_HEADER = struct.Struct("<8sIIII")
-# magic, codec, reserved(3), raw_len, stored_len, crc, hash, reserved
-PAGE_HEADER = struct.Struct("<4sB3xIII16s4x")
+# magic, codec, reserved(3), raw_len, stored_len, crc (of stored data), raw_crc, reserved
+PAGE_HEADER = struct.Struct("<4sB3xIIII16x")
 
 FRAME_RECORDS = 1
 FLAG_LZ4 = 1

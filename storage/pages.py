@@ -1,4 +1,10 @@
-"""Checkpoint pages: split blobs into pages, dedup by content hash, compress where it pays.
+"""Checkpoint pages: split blobs into pages, dedup unchanged pages, compress where it pays.
+
+Dedup: a page's key is its length and CRC32C (15 GB/s here); a page whose key matches a stored
+page is compared byte for byte with it (read back, usually from the page cache) and referenced
+instead of written when equal. The comparison makes dedup exact: no hash collision can ever
+restore wrong bytes, and new pages (the common case for trained weights) cost only a CRC, not a
+cryptographic hash (SHA-256 ran at 0.3-1.5 GB/s here, competing with training for two cores).
 
 Each writer appends to its own page-file series (`pages/<writer_id>-<n>.pg`), so big writes never
 hold the log lock and two processes never write one page file. Pages are fsynced before the
@@ -11,7 +17,10 @@ checkpoint's end record is written (invariant 4). Readers verify every page's CR
 >>> refs, stored = pw.write_blobs([blob], {}, page_bytes=1 << 20)
 >>> [raw for raw, _ in refs], stored < len(blob)     # compressible data was compressed
 ([2560000], True)
->>> again, stored2 = pw.write_blobs([blob], {bytes(r[0]): r for r in refs[0][1]}, 1 << 20)
+>>> catalog = {}
+>>> for ref in refs[0][1]:
+...     add_to_catalog(catalog, ref)
+>>> again, stored2 = pw.write_blobs([blob], catalog, 1 << 20)
 >>> stored2                                           # every page already stored: dedup
 0
 >>> out = read_blob(fs, "/s", *refs[0])
@@ -21,7 +30,6 @@ True
 
 from __future__ import annotations
 
-import hashlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
@@ -62,9 +70,20 @@ def compression_pays(view: memoryview) -> bool:
     return packed <= raw * 0.9
 
 
-def page_hash(page) -> bytes:
-    """The dedup key of a page: 16 bytes of SHA-256 (1.5 GB/s here, hardware-assisted)."""
-    return hashlib.sha256(page).digest()[:16]
+def page_key(raw_len: int, raw_crc: int) -> int:
+    """The dedup key of a page: its length and the CRC32C of its raw bytes.
+
+    >>> page_key(4, 0xDEADBEEF) == (4 << 32) | 0xDEADBEEF
+    True
+    """
+    return (raw_len << 32) | raw_crc
+
+
+def add_to_catalog(catalog: dict, ref: list) -> None:
+    """Index a stored page by its key (several distinct pages may share one key)."""
+    same = catalog.setdefault(ref[0], [])
+    if not any(r[1] == ref[1] and r[2] == ref[2] for r in same):
+        same.append(ref)
 
 
 class PageWriter:
@@ -87,55 +106,82 @@ class PageWriter:
         return self._handle
 
     def write_blobs(self, blobs, known: dict, page_bytes: int) -> tuple[list, int]:
-        """Write the pages of `blobs` not in `known` (hash -> ref); fsync; (blob refs, bytes written).
+        """Write the pages of `blobs` not already stored; fsync; (blob refs, bytes written).
 
-        Hashing (and compressing) runs one page ahead in a helper thread while this thread
-        writes: both release the GIL, so on two cores the write is not slowed by the hash.
+        `known` is the store's page catalog (key -> [ref, ...], see `add_to_catalog`). CRCs (and
+        lz4 where it pays) are computed a few pages ahead in helper threads while this thread
+        compares and writes.
         """
         self._new_file = False
         touched: set[str] = set()
-        fresh: dict[bytes, list] = {}
+        fresh: dict[int, list] = {}
         out: list[list] = []
         stored = 0
-        jobs = _page_jobs(blobs, page_bytes)
+        scratch = memoryview(bytearray(page_bytes))
         with ThreadPoolExecutor(
-            max_workers=HASH_THREADS, thread_name_prefix="florql-pages"
+            max_workers=HELPER_THREADS, thread_name_prefix="florql-pages"
         ) as pool:
             pending: deque = deque()
-            for blob_no, page, squeeze in jobs:
-                pending.append((blob_no, pool.submit(_prepare, page, squeeze, known)))
+            for blob_no, page, squeeze in _page_jobs(blobs, page_bytes):
+                pending.append(
+                    (blob_no, page, squeeze, pool.submit(_prepare, page, squeeze, known))
+                )
                 if len(pending) > PIPELINE_DEPTH:
-                    no, fut = pending.popleft()
-                    stored += self._place(no, fut, known, fresh, touched, out)
+                    no, page, squeeze, fut = pending.popleft()
+                    stored += self._place(
+                        no, page, squeeze, fut, known, fresh, touched, out, scratch
+                    )
             while pending:
-                no, fut = pending.popleft()
-                stored += self._place(no, fut, known, fresh, touched, out)
+                no, page, squeeze, fut = pending.popleft()
+                stored += self._place(no, page, squeeze, fut, known, fresh, touched, out, scratch)
         for name in touched:
             self.fs.fsync(f"{self.root}/{name}")
         if self._new_file:
             self.fs.fsync_dir(f"{self.root}/{PAGES_DIR}")
         return out, stored
 
-    def _place(self, blob_no: int, future, known, fresh, touched, out) -> int:
-        """Reference or write one prepared page; returns the bytes written."""
-        raw_len, h, data, codec, c = future.result()
+    def _place(
+        self, blob_no: int, page, squeeze: bool, future, known, fresh, touched, out, scratch
+    ) -> int:
+        """Reference an identical stored page or write this one; returns the bytes written."""
+        key, data, codec, c = future.result()
         while len(out) <= blob_no:
             out.append([0, []])
         entry = out[blob_no]
-        entry[0] += raw_len
-        if raw_len == 0:
+        entry[0] += len(page)
+        if len(page) == 0:
             return 0
-        ref = known.get(h) or fresh.get(h)
+        ref = self._same_page(page, key, known, fresh, scratch)
         written = 0
         if ref is None:
+            if data is None:  # the helper guessed a duplicate and skipped lz4; it was not one
+                data, codec, c = _encode(page, squeeze)
             handle = self._file()
-            at = handle.write(PAGE_HEADER.pack(PAGE_MAGIC, codec, raw_len, len(data), c, h))
+            at = handle.write(
+                PAGE_HEADER.pack(PAGE_MAGIC, codec, len(page), len(data), c, key & 0xFFFFFFFF)
+            )
             handle.write(data)
-            ref = fresh[h] = [h, self._name, at + PAGE_HEADER.size, len(data), raw_len, codec, c]
+            ref = [key, self._name, at + PAGE_HEADER.size, len(data), len(page), codec, c]
+            add_to_catalog(fresh, ref)
             touched.add(self._name)
             written = len(data) + PAGE_HEADER.size
         entry[1].append(ref)
         return written
+
+    def _same_page(self, page, key: int, known: dict, fresh: dict, scratch):
+        """A stored page with exactly these bytes, if any (compared, never trusted by key)."""
+        candidates = list(known.get(key, ())) + list(fresh.get(key, ()))
+        if not candidates:
+            return None
+        mine = np.frombuffer(page, dtype=np.uint8)
+        for ref in candidates:
+            try:
+                read_page_into(self.fs, self.root, ref, scratch[: len(page)])
+            except CorruptionError:
+                continue  # a damaged copy is no copy: write this page anew
+            if np.array_equal(np.frombuffer(scratch[: len(page)], dtype=np.uint8), mine):
+                return ref
+        return None
 
     def close(self) -> None:
         if self._handle is not None:
@@ -144,8 +190,8 @@ class PageWriter:
 
 
 PIPELINE_DEPTH = 4
-# Two hashing threads keep up with the disk on this 2-core machine (SHA-256 ~1.5 GB/s each).
-HASH_THREADS = 2
+# CRC32C and lz4 release the GIL: helpers run them ahead of the writes.
+HELPER_THREADS = 2
 
 
 def _page_jobs(blobs, page_bytes: int):
@@ -160,23 +206,32 @@ def _page_jobs(blobs, page_bytes: int):
 
 
 def _prepare(page: memoryview, squeeze: bool, known: dict):
-    """(raw_len, hash, data to store, codec, masked crc) of one page; runs in the helper thread."""
-    if len(page) == 0:
-        return 0, b"", page, CODEC_RAW, 0
-    h = page_hash(page)
-    if h in known:
-        return len(page), h, None, CODEC_RAW, 0
-    data, codec = page, CODEC_RAW
+    """(key, data to store, codec, masked crc of data) of one page; runs in a helper thread.
+
+    data is None when the key matches a stored page: then it is most likely a duplicate and
+    compressing it would be wasted work.
+    """
+    raw_crc = crc(page)
+    key = page_key(len(page), raw_crc)
+    if key in known:
+        return key, None, CODEC_RAW, 0
+    if not squeeze:
+        return key, page, CODEC_RAW, mask_crc(raw_crc)
+    return (key, *_encode(page, squeeze))
+
+
+def _encode(page: memoryview, squeeze: bool):
+    """(data, codec, masked crc of data): lz4 if asked and it shrinks the page, else raw."""
     if squeeze:
         packed = lz4.block.compress(page, store_size=False)
         if len(packed) < len(page):
-            data, codec = packed, CODEC_LZ4
-    return len(page), h, data, codec, mask_crc(crc(data))
+            return packed, CODEC_LZ4, mask_crc(crc(packed))
+    return page, CODEC_RAW, mask_crc(crc(page))
 
 
 def read_page_into(fs, root: str, ref, out: memoryview) -> None:
     """Read one page into `out` (its raw length), verifying its checksum."""
-    _h, name, offset, stored_len, raw_len, codec, c = ref
+    key, name, offset, stored_len, raw_len, codec, c = ref
     path = f"{root}/{name}"
     try:
         if codec == CODEC_RAW:
@@ -187,6 +242,7 @@ def read_page_into(fs, root: str, ref, out: memoryview) -> None:
             ok = len(data) == stored_len and mask_crc(crc(data)) == c
             if ok:
                 out[:raw_len] = lz4.block.decompress(data, uncompressed_size=raw_len)
+                ok = page_key(raw_len, crc(out[:raw_len])) == key
     except FileNotFoundError:
         ok = False
     except lz4.block.LZ4BlockError:

@@ -17,6 +17,7 @@ import bisect
 
 from . import kinds
 from .format import SPARSE_INDEX_STEP
+from .pages import add_to_catalog
 from .records import CheckpointInfo
 
 # Kinds whose body is a list starting with run_id; every other kind says run_id in a dict.
@@ -50,7 +51,7 @@ class StoreState:
         self.runs: dict[str, list] = {}  # run_id -> [begin_lsn, meta, end body or None, last_lsn]
         self.ckpts: list[CheckpointInfo] = []
         self.ckpt_blobs: dict[str, list] = {}  # ckpt_id -> [[raw_len, [page_ref, ...]], ...]
-        self.pages: dict[bytes, list] = {}  # content hash -> page_ref
+        self.pages: dict[int, list] = {}  # page key -> [page_ref, ...] (pages.add_to_catalog)
 
     def note_frame(self, seg_no: int, offset: int, end: int, base_lsn: int, count: int) -> None:
         """Record that a good frame [offset, end) of `seg_no` holds LSNs base_lsn.."""
@@ -125,7 +126,7 @@ class StoreState:
         self.ckpt_blobs[info.ckpt_id] = body["blobs"]
         for _raw_len, refs in body["blobs"]:
             for ref in refs:
-                self.pages.setdefault(bytes(ref[0]), ref)
+                add_to_catalog(self.pages, ref)
 
     def to_body(self) -> dict:
         """The state as a msgpack-able dict (an index checkpoint's body)."""
@@ -154,5 +155,5 @@ class StoreState:
             s.ckpt_blobs[info.ckpt_id] = blobs
             for _raw_len, refs in blobs:
                 for ref in refs:
-                    s.pages.setdefault(bytes(ref[0]), ref)
+                    add_to_catalog(s.pages, ref)
         return s
