@@ -139,7 +139,7 @@ def bench_checkpoint(base: str, quick: bool) -> None:
     o, p = statistics.median(ours), statistics.median(plain)
     rows = [
         [
-            "write_checkpoint (hash, dedup check, pages, fsync, end record)",
+            "write_checkpoint (CRC, dedup check, pages, fsync, end record)",
             f"{nbytes / o / 1e6:,.0f}",
             f"{o * 1e3:.0f}",
         ],
