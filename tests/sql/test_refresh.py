@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 from florql_storage import kinds
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from florql.sql.connection import connect
 from tests.sql.storebuild import RunLog, ctx_of, open_store
@@ -172,3 +177,54 @@ def test_names_differing_only_in_case_get_distinct_columns(store_path: str) -> N
     assert con.sql("SELECT loss_2 FROM logs").fetchall() == [(2.0,)]
     con.close()
     store.close()
+
+
+_writes = st.lists(
+    st.tuples(
+        st.integers(0, 3),  # epoch
+        st.sampled_from(["a", "b", "c"]),
+        st.one_of(st.none(), st.floats(-10, 10, allow_nan=False), st.text("xy", max_size=2)),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_writes, min_size=1, max_size=4))
+def test_the_wide_form_equals_a_pivot_of_everything_ingested_in_pieces(chunks) -> None:
+    """Cache invariant 3, across refreshes that update older contexts."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, ".florql")
+        store = open_store(path)
+        w = store.writer()
+        log = RunLog(w, "r1")
+        con = connect(path, replay=False)
+        last: dict[tuple, dict] = {}
+        text: set[str] = set()  # a name with any text value is a VARCHAR column
+        for chunk in chunks:
+            for epoch, name, value in chunk:
+                if isinstance(value, str):
+                    text.add(name)
+                log.log(ctx_of(epoch=epoch), {name: value})
+                row = last.setdefault((epoch,), {})
+                if value is not None or name not in row:
+                    row[name] = value if value is not None else row.get(name)
+            w.flush()
+            con.refresh()
+        names = sorted(con.catalog().names)
+        got = con.sql(f"SELECT epoch, {', '.join(names)} FROM logs").fetchall()
+        want = []
+        for (epoch,), row in last.items():
+            cells = []
+            for n in names:
+                v = row.get(n)
+                if v is not None and n in text and not isinstance(v, str):
+                    v = str(float(v))
+                cells.append(v)
+            want.append((epoch, *cells))
+        assert sorted(got, key=repr) == sorted(want, key=repr)
+        con.close()
+        log.end()
+        w.close()
+        store.close()
