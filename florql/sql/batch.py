@@ -9,6 +9,8 @@ on whole lists: the common all-numeric case is one NumPy conversion.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import Any
 
 import pyarrow as pa
 
@@ -18,31 +20,31 @@ _NUMERIC = {float, int, bool, type(None)}
 
 
 class Batch:
-    """Column lists for one bulk insert into `_values` (its run id comes from its context)."""
+    """One bulk insert into `_values`: the VALUE bodies as decoded, plus LSN and context id.
+
+    Bodies are kept whole (one append each) and transposed with `zip(*bodies)` at flush time,
+    which is far cheaper than appending each field to its own list in the loop.
+    """
 
     def __init__(self) -> None:
+        self.bodies: list = []  # [run_id, seq, name, value, ctx, t, replay_id]
         self.lsn: list = []
-        self.seq: list = []
         self.ctx_id: list = []
-        self.name: list = []
-        self.value: list = []
-        self.t: list = []
-        self.replay_id: list = []
-        self.new_contexts: list = []  # (ctx_id, run_id, {loop slot: value})
+        self.new_contexts: list = []  # (ctx_id, run_id, {loop slot: value}, key or None)
 
     def clear(self) -> None:
         """Empty the columns in place (the decode loop holds their bound `append`s)."""
-        for column in (self.lsn, self.seq, self.ctx_id, self.name, self.value,
-                       self.t, self.replay_id):  # fmt: skip
-            column.clear()
+        self.bodies.clear()
+        self.lsn.clear()
+        self.ctx_id.clear()
         self.new_contexts = []
 
     def __len__(self) -> int:
         return len(self.lsn)
 
-    def value_columns(self) -> tuple[pa.Array, pa.Array]:
+    @staticmethod
+    def value_columns(values: Sequence[Any]) -> tuple[pa.Array, pa.Array]:
         """(value DOUBLE, value_text VARCHAR): numbers and bools vs str, lists and dicts."""
-        values = self.value
         if set(map(type, values)) <= _NUMERIC:
             return columns.float_column(values), pa.nulls(len(values), pa.string())
         nums: list = []
@@ -58,16 +60,18 @@ class Batch:
         return columns.float_column(nums), columns.string_column(texts)
 
     def to_arrow(self) -> pa.Table:
-        value, text = self.value_columns()
+        fields = list(zip(*self.bodies, strict=False))  # extra trailing fields are ignored
+        seq, name, value, t, replay_id = (fields[i] for i in (1, 2, 3, 5, 6))
+        value_col, text_col = self.value_columns(value)
         return columns.table(
             {
                 "lsn": columns.int_column(self.lsn),
-                "seq": columns.int_column(self.seq),
+                "seq": columns.int_column(seq),
                 "ctx_id": columns.int_column(self.ctx_id),
-                "name": columns.string_column(self.name),
-                "value": value,
-                "value_text": text,
-                "t": columns.float_column(self.t),
-                "replay_id": columns.string_column([r or "" for r in self.replay_id]),
+                "name": columns.string_column(name),
+                "value": value_col,
+                "value_text": text_col,
+                "t": columns.float_column(t),
+                "replay_id": columns.string_column([r or "" for r in replay_id]),
             }
         )

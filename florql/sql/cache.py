@@ -211,9 +211,7 @@ class Cache:
     def _ingest(self, frames: Iterable[list]) -> None:
         value_kind, loop_kind = kinds.VALUE, kinds.LOOP
         batch = Batch()
-        a_lsn, a_seq = batch.lsn.append, batch.seq.append
-        a_ctx, a_name, a_value = batch.ctx_id.append, batch.name.append, batch.value.append
-        a_t, a_replay = batch.t.append, batch.replay_id.append
+        a_body, a_lsn, a_ctx = batch.bodies.append, batch.lsn.append, batch.ctx_id.append
         last_run = last_ctx = None
         ctx_id = 0
         rec = None
@@ -226,13 +224,9 @@ class Cache:
                     if ctx != last_ctx or run_id != last_run:
                         last_run, last_ctx = run_id, ctx
                         ctx_id = self._context_id(batch, run_id, ctx)
+                    a_body(body)
                     a_lsn(rec.lsn)
-                    a_seq(body[1])
                     a_ctx(ctx_id)
-                    a_name(body[2])
-                    a_value(body[3])
-                    a_t(body[5])
-                    a_replay(body[6])
                 elif kind == loop_kind:
                     # Loop columns exist as soon as a loop ran, even before anything was logged.
                     if rec.body[2] not in self._loop_pos:
