@@ -566,7 +566,7 @@ def _placement(s: Splice, h: history.RunHistory) -> tuple[str, str | None]:
     for st in s.statements:
         if st.loops == ():
             kinds.add("after")
-        elif st.loops == (h.outer,) and st.after_inner:
+        elif st.loops and st.loops[0] == h.outer and st.after_inner:
             kinds.add("outer")
         else:
             kinds.add("execute")

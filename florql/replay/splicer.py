@@ -76,9 +76,10 @@ class NewStatement:
     `loops` are the `florql.loop` names around it, outermost first ("" for a loop that is not a
     florql loop), following calls of the function it sits in when those all come from one loop
     context; None when that cannot be known statically (the planner then re-executes).
-    `after_inner` is True when, in the body of its innermost florql loop, a statement holding
-    another florql loop comes before it: an outer-loop statement after the inner loop, which a
-    checkpoint taken at the inner loop's end can replay without running the inner loop.
+    `after_inner` is True when, within an iteration of its outermost florql loop, it runs after
+    a statement holding the first inner florql loop (directly in the outer body, or as the
+    call site of its function): a checkpoint taken when that inner loop ended can replay it
+    without running the inner loop, even when it sits in a later loop (an evaluation loop).
     """
 
     names: tuple[str, ...]
@@ -88,7 +89,7 @@ class NewStatement:
     loops: tuple[str, ...] | None
     function: str | None
     text: str
-    after_inner: bool = False  # a florql loop precedes it inside its innermost florql loop
+    after_inner: bool = False  # runs after the first inner loop of its outer iteration
 
 
 @dataclass
@@ -110,7 +111,8 @@ class _Ctx:
     loops: tuple[str, ...]
     function: str | None
     scopes: tuple[ast.AST, ...]  # recorded module and enclosing function defs
-    after_inner: bool = False
+    top_after: bool = False  # a florql loop came before, at the function's (module's) top level
+    outer_after: bool = False  # ... in the body of the outermost florql loop of this function
 
 
 def new_names(recorded: Mapping[str, str], current: Mapping[str, str | None]) -> set[str]:
@@ -187,6 +189,7 @@ class _FileSplice:
         self.statements: list[NewStatement] = []
         self.handled_lines: set[int] = set()  # current lines that belong to spliced statements
         self.unit_bound: dict[int, set[str]] = {}  # names spliced statements bind, per scope
+        self.looping = looping_functions(self.rec_tree, self.aliases)
 
     # -- matching -------------------------------------------------------------------------
     def run(self) -> None:
@@ -254,10 +257,9 @@ class _FileSplice:
             self._descend(s, rec_body[j], cur_sigs[i] == rec_sigs[j], self._after(ctx, rec_body, j))
 
     def _after(self, ctx: _Ctx, rec_body: list[ast.stmt], pos: int) -> _Ctx:
-        if pos == _AMBIGUOUS or ctx.after_inner:
+        if pos == _AMBIGUOUS:
             return ctx
-        after = any(_has_florql_loop(r, self.aliases) for r in rec_body[:pos])
-        return dataclasses.replace(ctx, after_inner=after)
+        return _advance(ctx, rec_body[:pos], self.aliases, self.looping)
 
     def _descend(self, cur: ast.stmt, rec: ast.stmt, same: bool, ctx: _Ctx) -> None:
         if any(contains_new_log(p, self.aliases, self.fresh) for p in own_parts(cur)):
@@ -394,7 +396,9 @@ class _FileSplice:
         self.statements.sort(key=lambda s: s.line)
 
     def _statement(self, stmt: ast.stmt, ctx: _Ctx, line: int | None) -> NewStatement:
-        where = _through(self.rec_tree, ctx.function, ctx.loops, ctx.after_inner, self.aliases, 0)
+        where = _through(
+            self.rec_tree, ctx.function, ctx.loops, ctx.top_after, ctx.outer_after, self.aliases, 0
+        )
         loops, after = (None, False) if where is None else where
         text = ast.get_source_segment(self.cur_text, stmt) or ast.unparse(stmt)
         names = tuple(sorted(self._names_in(stmt)))
@@ -473,14 +477,51 @@ def _position(ops: list, gap: int) -> int:
 def _inner_ctx(cur: ast.stmt, rec: ast.stmt, ctx: _Ctx, aliases: Aliases) -> _Ctx:
     name = loop_name(cur, aliases)
     if isinstance(rec, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        return _Ctx((), rec.name, (*ctx.scopes, rec), False)
-    if name is not None:
-        return _Ctx(ctx.loops + (name,), ctx.function, ctx.scopes, False)
-    return _Ctx(ctx.loops, ctx.function, ctx.scopes, ctx.after_inner)
+        return _Ctx((), rec.name, (*ctx.scopes, rec))
+    loops = ctx.loops + (name,) if name is not None else ctx.loops
+    return dataclasses.replace(ctx, loops=loops)
 
 
-def _has_florql_loop(stmt: ast.stmt, aliases: Aliases) -> bool:
-    return any(isinstance(n, ast.stmt) and bool(loop_name(n, aliases)) for n in ast.walk(stmt))
+def _depth(loops: tuple[str, ...]) -> int:
+    """How many florql loops (not plain ones) enclose a position."""
+    return sum(1 for name in loops if name)
+
+
+def _advance(ctx: _Ctx, before: list[ast.stmt], aliases: Aliases, looping: frozenset[str]) -> _Ctx:
+    """`ctx` at a position that `before` (its earlier siblings) precede."""
+    after = any(_has_florql_loop(r, aliases, looping) for r in before)
+    depth = _depth(ctx.loops)
+    return dataclasses.replace(
+        ctx,
+        top_after=ctx.top_after or (after and depth == 0),
+        outer_after=ctx.outer_after or (after and depth == 1),
+    )
+
+
+def _has_florql_loop(
+    stmt: ast.AST, aliases: Aliases, looping: frozenset[str] = frozenset()
+) -> bool:
+    """Whether `stmt` runs a florql loop: holds one, or calls a function of `looping`."""
+    for n in ast.walk(stmt):
+        if isinstance(n, ast.stmt) and loop_name(n, aliases):
+            return True
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in looping:
+            return True
+    return False
+
+
+def looping_functions(tree: ast.Module, aliases: Aliases) -> frozenset[str]:
+    """Module-level functions that run a florql loop, directly or through each other."""
+    defs = {d.name: d for d in tree.body if isinstance(d, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    found: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, d in defs.items():
+            if name not in found and _has_florql_loop(d, aliases, frozenset(found)):
+                found.add(name)
+                changed = True
+    return frozenset(found)
 
 
 def _call_site(
@@ -490,10 +531,11 @@ def _call_site(
     if depth > 4:
         return None
     found: set[tuple[tuple[str, ...], bool] | None] = set()
+    looping = looping_functions(tree, aliases)
 
-    def visit(body: list[ast.stmt], loops: tuple[str, ...], fn: str | None, after: bool) -> None:
+    def visit(body: list[ast.stmt], ctx: _Ctx) -> None:
         for idx, stmt in enumerate(body):
-            here = after or any(_has_florql_loop(b, aliases) for b in body[:idx])
+            here = _advance(ctx, body[:idx], aliases, looping)
             for part in own_parts(stmt) if is_compound(stmt) else [stmt]:
                 for n in ast.walk(part):
                     if (
@@ -501,19 +543,31 @@ def _call_site(
                         and isinstance(n.func, ast.Name)
                         and n.func.id == function
                     ):
-                        found.add(_through(tree, fn, loops, here, aliases, depth))
+                        found.add(
+                            _through(
+                                tree,
+                                here.function,
+                                here.loops,
+                                here.top_after,
+                                here.outer_after,
+                                aliases,
+                                depth,
+                            )  # fmt: skip
+                        )
             if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 for _, b in child_bodies(stmt):
-                    visit(b, (), stmt.name, False)
+                    visit(b, _Ctx((), stmt.name, ()))
             elif is_compound(stmt):
                 name = loop_name(stmt, aliases)
+                inner = (
+                    dataclasses.replace(here, loops=here.loops + (name,))
+                    if name is not None
+                    else here
+                )
                 for _, b in child_bodies(stmt):
-                    if name is None:
-                        visit(b, loops, fn, here)
-                    else:
-                        visit(b, loops + (name,), fn, False)
+                    visit(b, inner)
 
-    visit(tree.body, (), None, False)
+    visit(tree.body, _Ctx((), None, ()))
     return found.pop() if len(found) == 1 else None
 
 
@@ -521,17 +575,25 @@ def _through(
     tree: ast.Module,
     fn: str | None,
     loops: tuple[str, ...],
-    after: bool,
+    top_after: bool,
+    outer_after: bool,
     aliases: Aliases,
     depth: int,
 ) -> tuple[tuple[str, ...], bool] | None:
-    """Context of a position inside function `fn` (None: module level), seen from its callers."""
+    """(loops, after_inner) of a position inside function `fn` (None: module level), seen
+    through the calls of `fn`; None when its callers disagree or cannot be found."""
     if fn is None:
-        return loops, after
-    outer = _call_site(tree, fn, aliases, depth + 1)
-    if outer is None:
+        return loops, outer_after
+    site = _call_site(tree, fn, aliases, depth + 1)
+    if site is None:
         return None
-    return outer[0] + loops, (after if loops else (outer[1] or after))
+    site_loops, site_after = site
+    n = _depth(site_loops)
+    if n == 0:  # called outside any florql loop: the function's own loops are the outer ones
+        return site_loops + loops, outer_after
+    if n == 1:  # called in the outer body: loops earlier in the function are inner loops
+        return site_loops + loops, site_after or top_after
+    return site_loops + loops, site_after
 
 
 def _stored_names(stmt: ast.stmt) -> set[str]:

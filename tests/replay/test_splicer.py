@@ -244,3 +244,53 @@ def test_new_log_statements_not_asked_for_are_not_listed_as_edits() -> None:
     v2 = _edit(V1, "loss = model * x", '        florql.log("a", x)\n        florql.log("b", x)')
     s = splice({"train.py": V1}, {"train.py": v2}, want={"a"})
     assert s.names == {"a"} and s.other_edits == []
+
+
+EVAL = textwrap.dedent(
+    """\
+    import florql
+
+
+    def evaluate(model, loader):
+        total = 0
+        for x in loader:
+            total += model * x
+        return total
+
+
+    def train_epoch(model, data):
+        for step, x in florql.loop("step", enumerate(data)):
+            model = model - 0.1 * x
+        return model
+
+
+    model = 1.0
+    data = [1, 2, 3]
+    for epoch in florql.loop("epoch", range(3)):
+        model = train_epoch(model, data)
+        for j in florql.loop("check", range(2)):
+            florql.log("c", j)
+        florql.log("acc", evaluate(model, data))
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("anchor", "new", "loops", "after"),
+    [
+        ("total += model * x", '        florql.log("batch", x)', ("epoch", ""), True),
+        ('florql.log("c", j)', '        florql.log("c2", j)', ("epoch", "check"), True),
+        ("model = model - 0.1 * x", '        florql.log("s", x)', ("epoch", "step"), False),
+        ("return model", '    florql.log("m", model)', ("epoch",), True),
+    ],
+)
+def test_statements_after_the_first_inner_loop_can_skip_it_even_inside_later_loops(
+    anchor: str, new: str, loops: tuple, after: bool
+) -> None:
+    lines = EVAL.splitlines(keepends=True)
+    i = next(n for n, line in enumerate(lines) if anchor in line)
+    # insert before `return model`, after the others
+    at = i if anchor == "return model" else i + 1
+    v2 = "".join([*lines[:at], new + "\n", *lines[at:]])
+    (st,) = splice({"train.py": EVAL}, {"train.py": v2}).statements
+    assert (st.loops, st.after_inner) == (loops, after)
