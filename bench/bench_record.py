@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -46,13 +47,13 @@ def overhead(reps: int, script_args: list[str]) -> dict:
         c = _cpu()
         with tempfile.TemporaryDirectory() as d:
             t = time.perf_counter()
-            subprocess.run(
+            done = subprocess.run(
                 [sys.executable, "-m", "florql", "record", "--store", f"{d}/st", *script_args, str(EXAMPLE)],
-                env=env(), check=True, capture_output=True, cwd=REPO,
+                env=env(), check=True, capture_output=True, cwd=REPO, text=True,
             )  # fmt: skip
             rec.append(time.perf_counter() - t)
             rec_cpu.append(_cpu() - c)
-            stats.append(_run_stats(f"{d}/st"))
+            stats.append(_summary(done.stderr))
         t, c = time.perf_counter(), _cpu()
         subprocess.run(
             [sys.executable, "-m", "florql", "record", *script_args, str(EXAMPLE)],
@@ -75,15 +76,22 @@ def overhead(reps: int, script_args: list[str]) -> dict:
     }
 
 
-def _run_stats(store: str) -> dict:
-    from florql_storage import Store
-
-    s = Store.open(store, create=False)
-    try:
-        (run,) = s.runs().values()
-        return run.end["stats"]
-    finally:
-        s.close()
+def _summary(stderr: str) -> dict:
+    """Numbers from `florql record`'s summary line (values, checkpoints, MB, overhead %)."""
+    line = [ln for ln in stderr.splitlines() if ln.startswith("florql: run ")][-1]
+    m = re.search(
+        r"(\d+) values, (\d+) checkpoints \(([\d.]+) MB stored of ([\d.]+) MB\), overhead ([\d.]+)%",
+        line,
+    )
+    assert m, line
+    v, c, stored, raw, ov = m.groups()
+    return {
+        "values": int(v),
+        "checkpoints": int(c),
+        "stored_bytes": float(stored) * 1e6,
+        "raw_bytes": float(raw) * 1e6,
+        "overhead": float(ov) / 100,
+    }
 
 
 def log_cost(n: int) -> dict:
