@@ -241,3 +241,39 @@ def test_progress_when_asked_and_other_edits_are_reported(
     assert "replay [" in err and "6/6 iterations" in err
     assert any("print(" in e for e in report.other_edits)
     assert "other edit(s) of the script were not replayed" in err
+
+
+EVAL_V1 = V1.replace(
+    '    florql.log("epoch_loss", running)\n',
+    "    with torch.no_grad():\n"
+    "        for x, y in data:\n"
+    "            ev = ((model(x) - y) ** 2).mean().item()\n"
+    '    florql.log("epoch_loss", running)\n',
+)
+EVAL_V2 = EVAL_V1.replace(
+    "            ev = ((model(x) - y) ** 2).mean().item()\n",
+    "            ev = ((model(x) - y) ** 2).mean().item()\n"
+    '            florql.log("eval_batch", ev)\n',
+)
+
+
+def test_statement_in_an_evaluation_loop_after_training_skips_training(
+    tmp_path: Path, script
+) -> None:
+    project, oracle_dir = tmp_path / "p", tmp_path / "o"
+    project.mkdir()
+    oracle_dir.mkdir()
+    run_id = record(project, project / ".florql", EVAL_V1)
+    oracle_id = record(oracle_dir, oracle_dir / ".florql", EVAL_V2)
+    report = hindsight.ensure(
+        str(project / ".florql"),
+        ["eval_batch"],
+        ALL,
+        workers=1,
+        progress=False,
+        script=script(EVAL_V2),
+    )
+    assert report.executed == {run_id: []} and report.inner_iterations == 0
+    got = values(project / ".florql", run_id, {"eval_batch"}, replayed=True)
+    assert got == values(oracle_dir / ".florql", oracle_id, {"eval_batch"})
+    assert sum(len(v) for v in got.values()) == 6 * 4
