@@ -118,14 +118,21 @@ def _dtype_name(dtype: Any) -> str:
 
 
 def blob_to_tensor(blob: Any, dtype: str, shape: list[int]) -> Any:
-    """A new CPU tensor holding a copy of `blob` (no warning for read-only buffers)."""
+    """A CPU tensor of `blob`'s bytes: zero-copy over a writable buffer (what the store hands
+    out), else a copy (read-only buffers: torch warns on wrapping them)."""
     import numpy as np
     import torch
 
-    t = torch.empty(shape, dtype=getattr(torch, dtype))
+    tdtype = getattr(torch, dtype)
+    view = memoryview(blob)
+    if not view.readonly and view.nbytes and view.c_contiguous:
+        raw = torch.frombuffer(view, dtype=torch.uint8)
+        if raw.data_ptr() % torch.empty((), dtype=tdtype).element_size() == 0:
+            return raw.view(tdtype).reshape(shape)
+    t = torch.empty(shape, dtype=tdtype)
     if t.numel():
-        raw = t.reshape(-1).view(torch.uint8).numpy()
-        raw[:] = np.frombuffer(blob, dtype=np.uint8)
+        out = t.reshape(-1).view(torch.uint8).numpy()
+        out[:] = np.frombuffer(view, dtype=np.uint8)
     return t
 
 

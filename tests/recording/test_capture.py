@@ -145,3 +145,13 @@ def test_rng_states_replay_python_numpy_and_torch_draws():
     capture.restore_rng(states)
     again = (random.random(), np.random.rand(), torch.rand(3).tolist(), torch.randperm(10).tolist())
     assert first == again
+
+
+def test_blobs_from_writable_buffers_are_wrapped_without_a_copy():
+    buf = bytearray(np.arange(6, dtype=np.float32).tobytes())
+    t = capture.blob_to_tensor(memoryview(buf), "float32", [2, 3])
+    assert t.tolist() == [[0, 1, 2], [3, 4, 5]]
+    buf[0:4] = np.float32(9).tobytes()
+    assert t[0, 0].item() == 9.0  # shares the buffer
+    ro = capture.blob_to_tensor(memoryview(bytes(buf)), "float32", [2, 3])
+    assert ro[0, 0].item() == 9.0
