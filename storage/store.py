@@ -262,7 +262,10 @@ class Store:
         from .committer import commit
 
         with self._mutex:
-            return commit(self, packed)
+            try:
+                return commit(self, packed)
+            except OSError as exc:
+                raise write_failed(self.root, exc) from exc
 
     def close(self) -> None:
         """Close this store's writers (flushing them) and files."""
@@ -281,6 +284,14 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self.root!r}, last_lsn={self.last_lsn})"
+
+
+def write_failed(root: str, exc: OSError) -> StoreError:
+    """The error for an I/O failure while writing: nothing it was writing was acknowledged."""
+    return StoreError(
+        f"could not write to the store at {root} ({exc.strerror or exc}); nothing since the last "
+        "successful flush was saved: check free disk space and permissions, then retry"
+    )
 
 
 def _check_path(fs: FileSystem, root: str, create: bool) -> None:

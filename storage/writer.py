@@ -188,7 +188,12 @@ class LogWriter:
         self._store.refresh()  # learn pages other writers stored since, for dedup
         with self._store._mutex:
             known = self._store._state.pages
-        refs, stored = self._pages.write_blobs(blobs, known, self._store.page_bytes)
+        try:
+            refs, stored = self._pages.write_blobs(blobs, known, self._store.page_bytes)
+        except OSError as exc:
+            from .store import write_failed
+
+            raise write_failed(self._store.root, exc) from exc
         raw = sum(r[0] for r in refs)
         seconds = time.perf_counter() - t0
         body = {

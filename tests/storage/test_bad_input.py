@@ -219,3 +219,18 @@ def test_bad_meta_is_refused_before_any_page_is_written(fscase):
         w.begin_run("r", ["not", "a", "dict"])
     assert fscase.fs.listdir(fscase.path("pages")) == []
     assert s.checkpoints() == [] and s.runs() == {}
+
+
+def test_a_write_failure_is_a_store_error_naming_the_store_and_the_fix():
+    from florql_storage.fs import FaultyFS
+
+    fs = FaultyFS()
+    s = Store.open("/s", fs=fs)
+    w = s.writer()
+    w.append(kinds.VALUE, value(1))
+    fs.fail_at = fs.ops + 1
+    with pytest.raises(StoreError, match="could not write to the store at /s") as err:
+        w.flush()
+    assert "free disk space" in str(err.value)
+    with pytest.raises(StoreError, match="could not write"):
+        w.write_checkpoint("r", {}, [b"x" * 100])
