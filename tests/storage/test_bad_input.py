@@ -232,5 +232,8 @@ def test_a_write_failure_is_a_store_error_naming_the_store_and_the_fix():
     with pytest.raises(StoreError, match="could not write to the store at /s") as err:
         w.flush()
     assert "free disk space" in str(err.value)
+    fs2 = FaultyFS()
+    w2 = Store.open("/s", fs=fs2).writer()
+    fs2.fail_at = fs2.ops + 1  # the first page write
     with pytest.raises(StoreError, match="could not write"):
-        w.write_checkpoint("r", {}, [b"x" * 100])
+        w2.write_checkpoint("r", {}, [b"x" * 100])
