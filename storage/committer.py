@@ -42,6 +42,9 @@ def commit(store, packed: list) -> int:
             handle.fsync()
         for seg_no, offset, end, first, batch in written:
             state.note_frame(seg_no, offset, end, first, len(batch))
+            if _KEPT.isdisjoint(kind for kind, _ in batch):
+                state.apply_entries(first, batch)  # the common case: values and loops only
+                continue
             for i, (kind, body) in enumerate(batch):
                 if kind in _KEPT:
                     body = msgpack.unpackb(

@@ -56,6 +56,7 @@ class LogWriter:
     def __init__(self, store) -> None:
         self._store = store
         self._buf: list = []
+        self._atomic_buffered = False  # whether _buf holds an _Atomic group (slow path)
         self._buf_lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self.writer_id = uuid.uuid4().hex[:16]
@@ -85,6 +86,7 @@ class LogWriter:
         with self._buf_lock:
             if atomic and group:
                 self._buf.append(_Atomic(group))
+                self._atomic_buffered = True
             else:
                 self._buf.extend(group)
 
@@ -98,10 +100,11 @@ class LogWriter:
         with self._flush_lock:
             with self._buf_lock:
                 items, self._buf = self._buf, []
+                atomic_buffered, self._atomic_buffered = self._atomic_buffered, False
             if not items:
                 return self._store.last_lsn
             packed, bad = [], None
-            for batch, atomic in _batches(items):
+            for batch, atomic in _batches(items, atomic_buffered):
                 try:
                     packed.append((batch, pack_entries(batch)))
                 except BadInputError as exc:
@@ -259,8 +262,11 @@ def _packs(entry) -> bool:
         return False
 
 
-def _batches(items: list) -> list[tuple[list, bool]]:
+def _batches(items: list, atomic_buffered: bool = True) -> list[tuple[list, bool]]:
     """Cut buffered items into frame-sized (batch, atomic) pairs; an atomic group is never split."""
+    if not atomic_buffered:
+        # The common case, at C speed: plain records cut into frames by slicing.
+        return [(items[i : i + FRAME_RECORDS], False) for i in range(0, len(items), FRAME_RECORDS)]
     out: list[tuple[list, bool]] = []
     cur: list = []
     for item in items:
