@@ -358,7 +358,7 @@ def _execute(
             )
             for t in rp.tasks:
                 tasks.append(_task_json(store_path, rid, job, t, script_path, tolerance))
-        writer.flush()
+        start_lsn = writer.flush()
         order = sorted(range(len(tasks)), key=lambda i: -hp.plan.tasks[i].cost)
         total = sum(len(t.produces) for t in hp.plan.tasks)
         bar = Progress(total, hp.plan.estimate_seconds(), enabled=_progress_wanted(progress))
@@ -377,7 +377,7 @@ def _execute(
         )
         bar.update(total if all(o.ok for o in outcomes) else bar.done, force=True)
         bar.close()
-        failures = _finish(writer, hp, replay_ids, outcomes, report)
+        failures = _finish(writer, hp, replay_ids, outcomes, report, _StoredSince(store, start_lsn))
     finally:
         writer.close()
     if failures:
@@ -395,6 +395,7 @@ def _finish(
     replay_ids: dict[str, str],
     outcomes: list[executor.Outcome],
     report: Report,
+    stored_since: _StoredSince,
 ) -> list[executor.Outcome]:
     failures = []
     for rp in hp.plan.runs:
@@ -423,6 +424,10 @@ def _finish(
             if not o.ok:
                 failures.append(o)
         status = "finished" if all(o.ok for o in mine) else "failed"
+        if status == "failed":
+            # A killed worker leaves no result: read what it stored (whole iterations: each is
+            # one atomic frame), so a retry neither repeats nor misses any.
+            stored = stored_since.iterations(rid)
         writer.append(
             history.REPLAY_END,
             {
@@ -614,6 +619,23 @@ def _span(selected: list[int]) -> str:
     if selected == list(range(selected[0], selected[-1] + 1)) and len(selected) > 1:
         return f" (#{selected[0]}..#{selected[-1]})"
     return " (#" + ", #".join(map(str, selected[:8])) + (", ..." if len(selected) > 8 else "") + ")"
+
+
+class _StoredSince:
+    """Iterations each replay stored since an LSN, read back from the store."""
+
+    def __init__(self, store: Any, lsn: int) -> None:
+        self.store = store
+        self.lsn = lsn
+
+    def iterations(self, replay_id: str) -> set[int]:
+        self.store.refresh()
+        out: set[int] = set()
+        for rec in self.store.scan(from_lsn=self.lsn + 1, kinds=[history.VALUE]):
+            b = rec.body
+            if len(b) > 6 and b[6] == replay_id:
+                out.add(int(b[4][0][1]) if b[4] else history.AFTER_LOOP)
+        return out
 
 
 class _LiveCount:

@@ -277,3 +277,28 @@ def test_statement_in_an_evaluation_loop_after_training_skips_training(
     got = values(project / ".florql", run_id, {"eval_batch"}, replayed=True)
     assert got == values(oracle_dir / ".florql", oracle_id, {"eval_batch"})
     assert sum(len(v) for v in got.values()) == 6 * 4
+
+
+def test_a_killed_worker_keeps_whole_iterations_and_a_retry_fills_only_the_rest(
+    fresh, script
+) -> None:
+    killer = V1.replace(
+        '    florql.log("epoch_loss", running)\n',
+        '    florql.log("epoch_loss", running)\n'
+        '    florql.log("k", __import__("os").kill(__import__("os").getpid(), 9) if epoch == 3 else epoch)\n',
+    )
+    with pytest.raises(ReplayError, match="failed"):
+        hindsight.ensure(
+            str(fresh.store), ["k"], ALL, workers=1, progress=False, script=script(killer)
+        )
+    stored = values(fresh.store, fresh.run_id, {"k"}, replayed=True)
+    assert sorted(v[0] for v in stored.values()) == [0, 1, 2]  # nothing of epoch 3
+    fixed = killer.replace(
+        '__import__("os").kill(__import__("os").getpid(), 9) if epoch == 3 else epoch', "epoch"
+    )
+    report = hindsight.ensure(
+        str(fresh.store), ["k"], ALL, workers=1, progress=False, script=script(fixed)
+    )
+    assert report.iterations == 3
+    stored = values(fresh.store, fresh.run_id, {"k"}, replayed=True)
+    assert sorted(v for vs in stored.values() for v in vs) == [0, 1, 2, 3, 4, 5]  # no duplicates
