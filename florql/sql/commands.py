@@ -6,6 +6,7 @@ This path never imports torch: a query starts in well under a second. Errors are
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -26,7 +27,11 @@ def query_main(args: Any) -> int:
         table = con.sql(args.sql).arrow()
     finally:
         con.close()
-    sys.stdout.write(format_result(table, args.format))
+    try:
+        sys.stdout.write(format_result(table, args.format))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `florql query ... | head`: the reader left, not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (keeps interpreter exit quiet)
     return 0
 
 

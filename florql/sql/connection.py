@@ -141,7 +141,11 @@ class Connection:
             con = duckdb.connect(":memory:", config=dict(_DUCKDB_CONFIG))
         con.execute("SET lock_configuration = true")
         self._duck_con = con
-        self._cache = Cache(con, persistent=persistent, state=state)
+        try:
+            self._cache = Cache(con, persistent=persistent, state=state)
+        except (KeyError, TypeError, ValueError, duckdb.Error):
+            # A cache written by another florql version: it is derived data, rebuild it.
+            self._cache = Cache(con, persistent=persistent, state=None)
 
     @property
     def _duck(self) -> duckdb.DuckDBPyConnection:

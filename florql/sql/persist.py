@@ -25,7 +25,7 @@ from typing import Any
 
 import duckdb
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: wide form (name columns in _contexts)
 
 
 def cache_dir() -> str:

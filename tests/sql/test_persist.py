@@ -119,3 +119,15 @@ def test_a_resumed_run_restored_from_the_cache_still_hides_superseded_values(tmp
     assert con.cache.persistent
     con.close()
     assert rows == [(1, 1.0), (2, 20.0), (3, 30.0)]
+
+
+def test_a_cache_from_another_version_is_rebuilt(store_path: str) -> None:
+    first, _, _ = _answer(store_path)
+    con = Connection(store_path, replay=False, persist=True)
+    con.refresh()
+    state = con.cache.state() | {"store_id": persist.store_id_of(con._open_store())}
+    del state["name_slots"]  # what an older florql wrote
+    persist.save_state(con._duck, state)
+    con.close()
+    again, decoded, persistent = _answer(store_path)
+    assert again == first and decoded > 0 and persistent
