@@ -11,6 +11,7 @@ One noun per module, in pipeline order:
 - `executor.py`: the worker pool (`sys.executable -m florql.replay.worker TASK.json`);
 - `progress.py`: the progress bar;
 - `predicate.py`: `--where` text into a selection;
+- `request.py`: one request prepared (runs, splices, histories, plan) and `describe()`;
 - `hindsight.py`: `plan` and `ensure` (INTERFACES §4), fidelity and provenance records;
 - `commands.py`: `florql replay`.
 

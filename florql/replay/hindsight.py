@@ -2,7 +2,7 @@
 
 `plan(store_path, names, selection)` answers "what would it take" without running anything
 (`florql explain`); `ensure(...)` does the work and returns a `Report` (INTERFACES §4). Both
-take the same steps first (`prepare`):
+take the same steps first (`request.prepare`):
 
 1. For each run (its RUN_BEGIN has `script`, `cwd`, `sources`): read the current version of each
    recorded source file (relative to the script's folder, or to SCRIPT's folder when the caller
@@ -40,16 +40,16 @@ from typing import Any
 from florql.errors import BadInputError, ReplayError
 from florql.replay import executor, history, planner
 from florql.replay.progress import Progress
-from florql.replay.splicer import Splice, splice
-from florql.replay.syntax import logged_names
+from florql.replay.request import (
+    HindsightPlan,
+    RunJob,
+    chosen_runs,
+    current_sources,
+    prepare,
+    script_rel,
+)
 
-_HISTORY_KINDS = [
-    history.LOOP,
-    history.LOOP_END,
-    history.RUN_END,
-    history.REPLAY_BEGIN,
-    history.REPLAY_END,
-]
+__all__ = ["HindsightPlan", "Report", "current_sources", "discover", "ensure", "plan", "prepare"]
 
 
 @dataclass
@@ -88,76 +88,6 @@ class Report:
         )
 
 
-@dataclass
-class RunJob:
-    """One run's share of a request."""
-
-    history: history.RunHistory
-    splice: Splice
-    names: set[str]
-    placement: str
-    check_names: set[str]
-
-
-@dataclass
-class HindsightPlan:
-    """What a request would replay; `describe()` is `florql explain`'s text."""
-
-    store_path: str
-    names: list[str]
-    jobs: dict[str, RunJob]
-    plan: planner.Plan
-    unresolved: set[str]
-    warnings: list[str]
-
-    @property
-    def other_edits(self) -> list[str]:
-        seen: list[str] = []
-        for job in self.jobs.values():
-            seen += [e for e in job.splice.other_edits if e not in seen]
-        return seen
-
-    def describe(self) -> str:
-        lines = [f"hindsight replay of {', '.join(self.names) or '(nothing)'}"]
-        if self.unresolved:
-            lines.append(f"  no current code logs: {', '.join(sorted(self.unresolved))}")
-        full = 0.0
-        for rp in self.plan.runs:
-            job = self.jobs[rp.run_id]
-            h = job.history
-            full += h.total_seconds
-            where = {
-                "outer": "per-epoch (after the inner loop): restore and skip the inner loop",
-                "execute": "re-execute whole iterations",
-                "after": "after the loop: restore the last state and run to the end",
-            }[rp.placement]
-            lines.append(
-                f"run {rp.run_id}: {len(rp.selected)} of {len(h.iterations)} {h.outer} "
-                f"iterations selected{_span(rp.selected)}; {where}"
-            )
-            lines.append(
-                f"  {len(rp.executed)} iterations executed ({rp.inner_iterations} inner "
-                f"iterations), {len(rp.checkpoints_used)} checkpoints used, {len(rp.tasks)} task(s)"
-            )
-            for st in job.splice.statements:
-                lines.append(f"  + {st.file}:{st.line} {st.text.splitlines()[0].strip()}")
-        if not self.plan.runs:
-            lines.append("nothing to replay: every selected value is already stored")
-        else:
-            est = self.plan.estimate_seconds()
-            lines.append(
-                f"estimate: {est:.1f}s with {self.plan.workers} worker(s); "
-                f"re-training these runs took {full:.1f}s"
-            )
-        if self.other_edits:
-            lines.append(
-                "other edits (not replayed: the recorded code runs, plus the new statements):"
-            )
-            lines += [f"  {e}" for e in self.other_edits]
-        lines += [f"warning: {w}" for w in self.warnings]
-        return "\n".join(lines)
-
-
 def plan(
     store_path: str,
     names: Iterable[str],
@@ -177,77 +107,6 @@ def plan(
         store.close()
 
 
-def prepare(
-    store: Any,
-    names: Iterable[str],
-    selection: Any,
-    workers: int | None,
-    *,
-    script: str | None = None,
-    runs: Sequence[str] | None = None,
-) -> HindsightPlan:
-    """Splice, summarise and plan against an open store."""
-    wanted = sorted(set(names))
-    nworkers = workers or executor.default_workers()
-    if nworkers < 1:
-        raise BadInputError(f"--workers must be at least 1, not {nworkers}")
-    infos = store.runs()
-    ids = _chosen_runs(infos, runs)
-    warnings: list[str] = []
-    splices: dict[str, Splice] = {}
-    cache: dict[tuple, Splice] = {}
-    for rid in ids:
-        meta = infos[rid].meta or {}
-        recorded = dict(meta.get("sources") or {})
-        if not recorded:
-            warnings.append(f"run {rid} recorded no source code; it cannot be replayed")
-            continue
-        current = current_sources(meta, script)
-        key = (tuple(sorted(recorded.items())), tuple(sorted(current.items(), key=str)))
-        try:
-            if key not in cache:
-                cache[key] = splice(recorded, current, set(wanted))
-        except ReplayError as e:
-            # Only a run the request can select makes an unplaceable statement an error.
-            if selection.admits(rid, {}):
-                raise ReplayError(f"run {rid}: {e}") from None
-            continue
-        splices[rid] = cache[key]
-    resolvable = set().union(*(s.names for s in splices.values())) if splices else set()
-    unresolved = set(wanted) - resolvable
-    admitted = [rid for rid in splices if splices[rid].names and selection.admits(rid, {})]
-    for rid in admitted:
-        if infos[rid].status == "running":
-            warnings.append(f"run {rid} is still running; replay it once it has ended")
-    admitted = [rid for rid in admitted if infos[rid].status != "running"]
-    histories = _histories(store, admitted, infos)
-    jobs: dict[str, RunJob] = {}
-    wants = []
-    for rid in admitted:
-        s, h = splices[rid], histories[rid]
-        placement, note = _placement(s, h)
-        if note:
-            warnings.append(note)
-        run_names = s.names & set(wanted)
-        done = set.intersection(*(h.covered(n) for n in run_names)) if run_names else set()
-        recorded_names = set().union(
-            *(logged_names(_parse(t)) for t in (h.meta.get("sources") or {}).values())
-        )
-        jobs[rid] = RunJob(h, s, run_names, placement, recorded_names - s.names)
-        wants.append((h, run_names, placement, done))
-        for r in h.diverged_replays(run_names):
-            warnings.append(
-                f"stored replayed values of {', '.join(sorted(r.names & run_names))} in run {rid} "
-                f"diverged from the recording when they were replayed ({r.replay_id})"
-            )
-    p = planner.plan_runs(wants, selection.admits, nworkers)
-    warnings += p.warnings
-    jobs = {rid: job for rid, job in jobs.items() if any(r.run_id == rid for r in p.runs)}
-    return HindsightPlan(
-        store.path if hasattr(store, "path") else "", wanted, jobs, p, unresolved, warnings
-    )
-
-
 def discover(
     store_path: str, *, script: str | None = None, runs: Sequence[str] | None = None
 ) -> set[str]:
@@ -260,7 +119,7 @@ def discover(
     try:
         infos = store.runs()
         found: set[str] = set()
-        for rid in _chosen_runs(infos, runs):
+        for rid in chosen_runs(infos, runs):
             meta = infos[rid].meta or {}
             recorded = meta.get("sources") or {}
             if recorded:
@@ -498,92 +357,7 @@ def _write_sources(workdir: str, run_id: str, job: RunJob) -> str:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
-    return os.path.join(root, _script_rel(job.history.meta))
-
-
-def current_sources(meta: dict[str, Any], script: str | None) -> dict[str, str | None]:
-    """The current text of each recorded source path (None where the file is gone).
-
-    Paths are relative to the recorded script's folder; with `script`, to that file's folder,
-    and the recorded script's own entry reads `script` itself.
-    """
-    recorded = meta.get("sources") or {}
-    script_rel = _script_rel(meta)
-    base = os.path.dirname(os.path.abspath(script or meta.get("script") or "."))
-    out: dict[str, str | None] = {}
-    for rel in recorded:
-        path = os.path.abspath(script) if script and rel == script_rel else os.path.join(base, rel)
-        try:
-            with open(path, encoding="utf-8") as f:
-                out[rel] = f.read()
-        except (OSError, UnicodeDecodeError):
-            out[rel] = None
-    return out
-
-
-def _script_rel(meta: dict[str, Any]) -> str:
-    return os.path.basename(meta.get("script") or "train.py")
-
-
-def _chosen_runs(infos: dict[str, Any], runs: Sequence[str] | None) -> list[str]:
-    if not runs:
-        return sorted(infos)
-    unknown = [r for r in runs if r not in infos]
-    if unknown:
-        raise BadInputError(
-            f"no run {', '.join(unknown)} in this store; `florql runs` lists the run ids"
-        )
-    return list(dict.fromkeys(runs))
-
-
-def _histories(store: Any, ids: list[str], infos: dict[str, Any]) -> dict[str, history.RunHistory]:
-    wanted = set(ids)
-    if not wanted:
-        return {}
-    recs: dict[str, list[tuple[int, Any]]] = {rid: [] for rid in ids}
-    for rec in store.scan(kinds=_HISTORY_KINDS):
-        rid = _run_of(rec.body)
-        if rid in wanted:
-            recs[rid].append((rec.kind, rec.body))
-    out = {}
-    for rid in ids:
-        cks = [(c.ckpt_id, c.meta) for c in store.checkpoints(rid)]
-        info = infos[rid]
-        h = history.from_records(rid, info.meta or {}, recs[rid], cks, info.end)
-        if any(r.status is None for r in h.replays):
-            bodies = (r.body for r in store.scan(kinds=[history.VALUE], run_id=rid))
-            history.settle_unfinished(h, bodies)
-        out[rid] = h
-    return out
-
-
-def _run_of(body: Any) -> str | None:
-    if isinstance(body, dict):
-        return body.get("run_id")
-    if isinstance(body, list) and body:
-        return body[0]
-    return None
-
-
-def _placement(s: Splice, h: history.RunHistory) -> tuple[str, str | None]:
-    """How a run's new statements replay: "outer", "execute" or "after" (see planner.py)."""
-    kinds = set()
-    for st in s.statements:
-        if st.loops == ():
-            kinds.add("after")
-        elif st.loops and st.loops[0] == h.outer and st.after_inner:
-            kinds.add("outer")
-        else:
-            kinds.add("execute")
-    if kinds == {"after"}:
-        return "after", None
-    note = None
-    if "after" in kinds:
-        note = (
-            f"run {h.run_id}: statements outside the {h.outer} loop are replayed only together "
-            "with it; ask for them separately"
-        )
-    return ("execute" if "execute" in kinds else "outer"), note
+    return os.path.join(root, script_rel(job.history.meta))
 
 
 def _progress_wanted(progress: bool) -> bool | None:
@@ -611,14 +385,6 @@ def _env_tolerance() -> float:
 
 def _replay_id() -> str:
     return "rp" + time.strftime("%Y%m%d%H%M%S", time.gmtime()) + secrets.token_hex(3)
-
-
-def _span(selected: list[int]) -> str:
-    if not selected:
-        return ""
-    if selected == list(range(selected[0], selected[-1] + 1)) and len(selected) > 1:
-        return f" (#{selected[0]}..#{selected[-1]})"
-    return " (#" + ", #".join(map(str, selected[:8])) + (", ..." if len(selected) > 8 else "") + ")"
 
 
 class _StoredSince:
@@ -656,12 +422,3 @@ class _LiveCount:
                 ctx = b[4]
                 self.seen.add((b[6], int(ctx[0][1]) if ctx else history.AFTER_LOOP))
         return len(self.seen)
-
-
-def _parse(text: str) -> Any:
-    import ast
-
-    try:
-        return ast.parse(text)
-    except SyntaxError:
-        return ast.parse("")
