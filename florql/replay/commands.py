@@ -42,8 +42,9 @@ def replay_main(args: Any) -> int:
     )
     if report.unresolved:
         raise BadInputError(
-            f"no current code logs {', '.join(sorted(report.unresolved))} with florql.log; "
-            "add the statement to the script (or pass SCRIPT) and retry"
+            f"no new florql.log statement logs {', '.join(sorted(report.unresolved))}: the "
+            "current script does not log it, or the recorded runs already did; add the "
+            "statement to the script (or pass SCRIPT) and retry"
         )
     for run_id in report.runs:
         done = report.executed.get(run_id, [])
