@@ -34,7 +34,9 @@ def default_store() -> str:
 
 
 def _add_store(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", default=None, help="store folder (default: $FLORQL_STORE or ./.florql)")
+    p.add_argument(
+        "--store", default=None, help="store folder (default: $FLORQL_STORE or ./.florql)"
+    )
 
 
 def _add_format(p: argparse.ArgumentParser) -> None:
@@ -50,10 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("record", help="run a training script under recording")
     _add_store(p)
-    p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
-                   help="override a florql.arg value (repeatable)")
-    p.add_argument("--overhead", type=float, default=None, metavar="FRACTION",
-                   help="checkpoint overhead budget as a fraction of wall time (default 0.02)")
+    p.add_argument(
+        "--arg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a florql.arg value (repeatable)",
+    )
+    p.add_argument(
+        "--overhead",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="checkpoint overhead budget as a fraction of wall time (default 0.02)",
+    )
     p.add_argument("--resume", metavar="RUN", default=None, help="continue a crashed run")
     p.add_argument("script", nargs="?", help="the training script")
     p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script")
@@ -75,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--where", default=None, metavar="PRED", help="SQL predicate on loop columns")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--name", action="append", default=[], help="only these new variables")
-    p.add_argument("script", nargs="?", help="current version of the script (default: recorded path)")
+    p.add_argument(
+        "script", nargs="?", help="current version of the script (default: recorded path)"
+    )
 
     p = sub.add_parser("runs", help="list runs with their status")
     _add_store(p)

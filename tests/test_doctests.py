@@ -6,10 +6,10 @@ import doctest
 import importlib
 import pkgutil
 
+import florql_storage
 import pytest
 
 import florql
-import florql_storage
 
 
 def _modules() -> list[str]:
