@@ -43,7 +43,7 @@ from florql.values import SCALARS, to_loggable
 # Record kinds (florql_storage.kinds; repeated so importing florql needs no storage import).
 RUN_BEGIN, RUN_END, VALUE, LOOP, LOOP_END, RNG, STATE, RUN_RESUME = 1, 2, 3, 4, 5, 6, 7, 8
 
-FLUSH_SECONDS = 0.25
+FLUSH_SECONDS = 0.5
 _now = time.time
 DEFAULT_STORE = ".florql"
 
