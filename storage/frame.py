@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import lz4.block
 import msgpack
@@ -119,13 +119,17 @@ def gc_paused():
             gc.enable()
 
 
-def decode_entries(frame: Frame) -> list:
-    """The [[kind, body], ...] list of a good frame."""
+def decode_entries(frame: Frame, use_list: bool = True) -> Any:
+    """The [[kind, body], ...] list of a good frame.
+
+    With `use_list=False` every msgpack array decodes as a tuple instead (the outer one too),
+    which is ~25% cheaper to build and free and makes loop contexts hashable as they are.
+    """
     payload = frame.payload
     if frame.flags & FLAG_LZ4:
         payload = lz4.block.decompress(payload)
     with gc_paused():
-        return msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True)
+        return msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=use_list)
 
 
 _new = tuple.__new__

@@ -40,7 +40,7 @@ from .format import (
 from .fs import FileSystem, RealFS
 from .manifest import Manifest, read_manifest, seal, write_manifest
 from .records import CheckpointInfo, Problem, Record, RunInfo
-from .recovery import corruption, records_of, recover, redo
+from .recovery import bodies_of, corruption, records_of, recover, redo
 from .segment import HEADER_SIZE, FrameScanner, encode_header
 from .state import StoreState, run_of
 from .writer import LogWriter, run_lock_path
@@ -142,6 +142,30 @@ class Store:
 
     def scan_frames(self, from_lsn: int = 1) -> Iterator[list[Record]]:
         """Durable records with LSN >= from_lsn, one list per frame (for bulk readers)."""
+        for f, path in self._good_frames(from_lsn):
+            records = records_of(f, path)
+            if records[0].lsn < from_lsn:
+                records = records[from_lsn - records[0].lsn :]
+            yield records
+
+    def scan_bodies(self, from_lsn: int = 1) -> Iterator[tuple[int, tuple, tuple]]:
+        """Durable records with LSN >= from_lsn as (first_lsn, kinds, bodies), one per frame.
+
+        The bulk reader's form of `scan_frames`: no Record per logical record; record i of a
+        frame has LSN first_lsn + i, kind kinds[i], body bodies[i]. Bodies are decoded with
+        msgpack arrays as tuples (not lists); otherwise they equal `scan`'s. Every frame's
+        checksum is verified and malformed frames raise CorruptionError, as for `scan`.
+        """
+        for f, path in self._good_frames(from_lsn):
+            kinds, bodies = bodies_of(f, path)
+            base = f.base_lsn
+            if base < from_lsn:
+                kinds, bodies = kinds[from_lsn - base :], bodies[from_lsn - base :]
+                base = from_lsn
+            yield base, kinds, bodies
+
+    def _good_frames(self, from_lsn: int) -> Iterator[tuple]:
+        """(frame, segment path) of each good frame holding an LSN >= from_lsn, up to last_lsn."""
         with self._mutex:
             st = self._state
             segs = list(self._manifest.segments)
@@ -160,10 +184,7 @@ class Store:
             for f in scanner:
                 if f.base_lsn + f.nrecs <= from_lsn:
                     continue
-                records = records_of(f, path)
-                if records[0].lsn < from_lsn:
-                    records = records[from_lsn - records[0].lsn :]
-                yield records
+                yield f, path
                 if f.base_lsn + f.nrecs - 1 >= last:
                     return
             if scanner.stop.reason != "end":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 import pyarrow as pa
@@ -22,8 +23,9 @@ _NUMERIC = {float, int, bool, type(None)}
 class Batch:
     """One bulk insert into `_values`: the VALUE bodies as decoded, plus LSN and context id.
 
-    Bodies are kept whole (one append each) and transposed with `zip(*bodies)` at flush time,
-    which is far cheaper than appending each field to its own list in the loop.
+    Bodies are kept whole (whole frames at a time) and their fields pulled out with
+    `map(itemgetter(i), bodies)` at flush time, which is far cheaper than appending each field
+    to its own list in the loop.
     """
 
     def __init__(self) -> None:
@@ -60,8 +62,8 @@ class Batch:
         return columns.float_column(nums), columns.string_column(texts)
 
     def to_arrow(self) -> pa.Table:
-        fields = list(zip(*self.bodies, strict=False))  # extra trailing fields are ignored
-        seq, name, value, t, replay_id = (fields[i] for i in (1, 2, 3, 5, 6))
+        bodies = self.bodies  # extra trailing fields are ignored
+        seq, name, value, t, replay_id = (list(map(itemgetter(i), bodies)) for i in (1, 2, 3, 5, 6))
         value_col, text_col = self.value_columns(value)
         return columns.table(
             {

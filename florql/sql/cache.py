@@ -2,7 +2,7 @@
 
 The store is the truth; this cache is a derived copy that lives in memory for one connection.
 Each `refresh(store)` reads only the frames after the last LSN it ingested
-(`Store.refresh()` + `scan_frames(from_lsn=last + 1)`), decodes them into column lists
+(`Store.refresh()` + `scan_bodies(from_lsn=last + 1)`), decodes them into column lists
 (`batch.py`), builds one Arrow table per refresh and inserts it in bulk (never row by row). If
 the store's last LSN is ever below what the cache ingested (the store was replaced), the cache
 starts over.
@@ -34,6 +34,8 @@ from __future__ import annotations
 import gc
 from collections import Counter
 from collections.abc import Iterable
+from itertools import compress, repeat
+from operator import is_, itemgetter
 from typing import Any
 
 import duckdb
@@ -46,6 +48,22 @@ _VALUE_COLUMNS = (
     "run_id VARCHAR, lsn BIGINT, seq BIGINT, ctx_id BIGINT, name VARCHAR, value DOUBLE, "
     "value_text VARCHAR, logged_at TIMESTAMP, replay_id VARCHAR"
 )
+
+
+_first, _third, _fifth = itemgetter(0), itemgetter(2), itemgetter(4)
+
+
+def _as_lists(body: Any) -> Any:
+    """`body` as `Store.scan` decodes it: the tuples `scan_bodies` yields become lists.
+
+    >>> _as_lists({"a": (1, (2, {"b": ()}))})
+    {'a': [1, [2, {'b': []}]]}
+    """
+    if type(body) is tuple:
+        return [_as_lists(v) for v in body]
+    if type(body) is dict:
+        return {k: _as_lists(v) for k, v in body.items()}
+    return body
 
 
 def _literal(text: str) -> str:
@@ -199,7 +217,7 @@ class Cache:
             was_enabled = gc.isenabled()
             gc.disable()
             try:
-                self._ingest(store.scan_frames(from_lsn=self.last_lsn + 1))
+                self._ingest(store.scan_bodies(from_lsn=self.last_lsn + 1))
             finally:
                 if was_enabled:
                     gc.enable()
@@ -208,52 +226,96 @@ class Cache:
             metadata.rebuild_checkpoints(self.con, store.checkpoints(), self.loops, self.loop_types)
             self._ckpt_lsn = self.last_lsn
 
-    def _ingest(self, frames: Iterable[list]) -> None:
+    def _ingest(self, frames: Iterable[tuple[int, tuple, tuple]]) -> None:
+        """Fold frames `(first_lsn, kinds, bodies)` (`Store.scan_bodies`) into one batch.
+
+        A frame of only VALUE and LOOP records of known loops (nearly all of them) is taken
+        whole with C-level filters (`compress`), with no Python code per record; its values'
+        context ids are resolved in bulk later (`_resolve_contexts`). Any other frame goes
+        record by record (`_ingest_slowly`), after resolving what is pending, so contexts and
+        loop slots are numbered in LSN order either way.
+        """
         value_kind, loop_kind = kinds.VALUE, kinds.LOOP
+        special = (kinds.RUN_RESUME, kinds.REPLAY_END)
+        known_loops = self._loop_pos.keys()
         batch = Batch()
-        a_body, a_lsn, a_ctx = batch.bodies.append, batch.lsn.append, batch.ctx_id.append
-        last_run = last_ctx = None
-        ctx_id = 0
-        rec = None
-        for frame in frames:
-            for rec in frame:
-                kind = rec.kind
-                if kind == value_kind:
-                    body = rec.body
-                    run_id, ctx = body[0], body[4]
-                    if ctx != last_ctx or run_id != last_run:
-                        last_run, last_ctx = run_id, ctx
-                        ctx_id = self._context_id(batch, run_id, ctx)
-                    a_body(body)
-                    a_lsn(rec.lsn)
-                    a_ctx(ctx_id)
-                elif kind == loop_kind:
-                    # Loop columns exist as soon as a loop ran, even before anything was logged.
-                    if rec.body[2] not in self._loop_pos:
-                        self._loop_index(rec.body[2], len(rec.body[3]) - 1)
-                elif kind == kinds.RUN_RESUME:
-                    self._flush(batch)
-                    self._supersede(rec)
-                    last_run = last_ctx = None  # its context may have been deleted
-                elif kind == kinds.REPLAY_END:
-                    self._replay_end(rec.body)
-                self.last_lsn = rec.lsn
-            self.decoded_records += len(frame)
+        add_bodies, add_lsns = batch.bodies.extend, batch.lsn.extend
+        last = None
+        for base, frame_kinds, bodies in frames:
+            n = len(frame_kinds)
+            if (
+                special[0] in frame_kinds
+                or special[1] in frame_kinds
+                or (
+                    loop_kind in frame_kinds
+                    and not known_loops
+                    >= set(map(_third, compress(bodies, map(loop_kind.__eq__, frame_kinds))))
+                )
+            ):
+                self._resolve_contexts(batch)
+                self._ingest_slowly(batch, base, frame_kinds, bodies)
+            elif frame_kinds.count(value_kind) == n:
+                add_bodies(bodies)
+                add_lsns(range(base, base + n))
+            elif value_kind in frame_kinds:
+                picked = list(map(value_kind.__eq__, frame_kinds))
+                add_bodies(compress(bodies, picked))
+                add_lsns(compress(range(base, base + n), picked))
+            self.last_lsn = base + n - 1
+            self.decoded_records += n
+            last = frame_kinds[-1], bodies[-1]
         self._flush(batch)
-        if rec is not None and self.persistent:
+        if last is not None and self.persistent:
             from florql.sql.persist import fingerprint_of
 
-            self.fingerprint = fingerprint_of(rec.kind, rec.body)
+            self.fingerprint = fingerprint_of(last[0], _as_lists(last[1]))
 
-    def _context_id(self, batch: Batch, run_id: str, ctx: list) -> int:
-        key = (run_id, *(tuple(level) for level in ctx))
-        found = self._contexts.get(key)
-        if found is not None:
-            return found
+    def _ingest_slowly(self, batch: Batch, base: int, frame_kinds: tuple, bodies: tuple) -> None:
+        """One frame record by record (resumes, replay ends, new loops); contexts resolved."""
+        for i, (kind, body) in enumerate(zip(frame_kinds, bodies, strict=True)):
+            if kind == kinds.VALUE:
+                batch.bodies.append(body)
+                batch.lsn.append(base + i)
+                key = (body[0], body[4])
+                found = self._contexts.get(key)
+                batch.ctx_id.append(found if found is not None else self._new_context(batch, key))
+            elif kind == kinds.LOOP:
+                # Loop columns exist as soon as a loop ran, even before anything was logged.
+                if body[2] not in self._loop_pos:
+                    self._loop_index(body[2], len(body[3]) - 1)
+            elif kind == kinds.RUN_RESUME:
+                self._flush(batch)
+                self._supersede(base + i, body)
+            elif kind == kinds.REPLAY_END:
+                self._replay_end(_as_lists(body))
+
+    def _resolve_contexts(self, batch: Batch) -> None:
+        """Give every batched value without one its context id, numbering new ones in order.
+
+        A context is keyed by (run_id, ctx) as decoded (tuples, hence hashable): the values
+        are looked up in bulk with `map`; only misses (new contexts) run Python code.
+        """
+        start = len(batch.ctx_id)
+        pending = batch.bodies[start:]
+        if not pending:
+            return
+        keys = list(zip(map(_first, pending), map(_fifth, pending), strict=True))
+        ids = list(map(self._contexts.get, keys))
+        if None in ids:
+            for i in compress(range(len(ids)), map(is_, ids, repeat(None))):
+                key = keys[i]
+                found = self._contexts.get(key)
+                ids[i] = found if found is not None else self._new_context(batch, key)
+        batch.ctx_id.extend(ids)
+
+    def _new_context(self, batch: Batch, key: tuple) -> int:
+        run_id, ctx = key
         self._next_ctx_id += 1
         ctx_id = self._contexts[key] = self._next_ctx_id
         row = {self._loop_index(name, depth): value for depth, (name, _i, value) in enumerate(ctx)}
-        batch.new_contexts.append((ctx_id, run_id, row, repr(key) if self.persistent else None))
+        # The persisted key keeps the form (run_id, level, level, ...) older caches stored.
+        text = repr((run_id, *(tuple(level) for level in ctx))) if self.persistent else None
+        batch.new_contexts.append((ctx_id, run_id, row, text))
         return ctx_id
 
     # --- flushing a batch ---------------------------------------------------------------------
@@ -355,6 +417,7 @@ class Cache:
                 self._contexts[key] = known[ctx_id]
 
     def _flush(self, batch: Batch) -> None:
+        self._resolve_contexts(batch)
         if batch.new_contexts and self._partial_contexts:
             self._reuse_known_contexts(batch)
         new_contexts, batch.new_contexts = batch.new_contexts, []
@@ -419,11 +482,10 @@ class Cache:
 
     # --- records that change what is visible --------------------------------------------------
 
-    def _supersede(self, rec: Any) -> None:
-        body = rec.body
+    def _supersede(self, lsn: int, body: dict) -> None:
         run_id, seq = body["run_id"], body["seq"]
         where = "run_id = ? AND seq > ? AND lsn < ?"
-        params = [run_id, seq, rec.lsn]
+        params = [run_id, seq, lsn]
         gone = self.con.execute(
             f"SELECT name, count(*) FROM _values WHERE {where} GROUP BY name", params
         ).fetchall()
