@@ -43,6 +43,17 @@ def _add_format(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
 
 
+def _add_tolerance(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        metavar="T",
+        help="relative/absolute tolerance of replay's fidelity check (default 0: exact; "
+        "use e.g. 1e-6 for GPU runs)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="florql", description="Hindsight logging for PyTorch training."
@@ -75,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(p)
     p.add_argument("--no-replay", action="store_true", help="never replay missing variables")
     p.add_argument("--workers", type=int, default=None, help="replay worker processes")
+    _add_tolerance(p)
     p.add_argument("sql")
 
     p = sub.add_parser("explain", help="show what a query would read and replay")
@@ -87,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--where", default=None, metavar="PRED", help="SQL predicate on loop columns")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--name", action="append", default=[], help="only these new variables")
+    _add_tolerance(p)
     p.add_argument(
         "script", nargs="?", help="current version of the script (default: recorded path)"
     )
@@ -104,6 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "store", "unset") is None:
         args.store = default_store()
+    tolerance = getattr(args, "tolerance", None)
+    if tolerance is not None:
+        if not tolerance >= 0:
+            print(f"florql: error: --tolerance {tolerance} must be a number >= 0", file=sys.stderr)
+            return 2
+        # The one knob replay reads, whichever layer starts it (query -> SQL -> replay).
+        os.environ["FLORQL_REPLAY_TOLERANCE"] = repr(tolerance)
     module_name, func_name = HANDLERS[args.command].split(":")
     try:
         handler = getattr(importlib.import_module(module_name), func_name)
