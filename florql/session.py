@@ -204,6 +204,8 @@ class Session:
         self.fg_seconds = 0.0  # time spent in florql's hooks in the training thread
         self.inner_iterations = 0
         self.var_names: tuple[str, ...] = ()
+        self._sources: dict[str, str] | None = None
+        self._git: str | None = None
         self.store: Any = None
         self.writer: Any = None
         self.checkpointer: Any = None
@@ -217,6 +219,10 @@ class Session:
         self.store = Store.open(self.store_path, create=True)
         self.writer = self.store.writer()
         self.var_names = _script_vars(self.script)
+        # Before the script runs (`florql record`): forking git is cheap while the process is
+        # small, and nothing here competes with training later.
+        self._sources = sources.collect(self.script)
+        self._git = sources.git_commit(os.path.dirname(self.script))
         self._flusher = threading.Thread(
             target=self._flush_loop, name="florql-flusher", daemon=True
         )
@@ -241,7 +247,7 @@ class Session:
             self._begun = True
 
     def _begin_meta(self) -> dict[str, Any]:
-        srcs = sources.collect(self.script)
+        srcs = self._sources if self._sources is not None else sources.collect(self.script)
         return {
             "run_id": self.run_id,
             "script": self.script,
@@ -253,7 +259,7 @@ class Session:
             "cwd": self.cwd,
             "python": sys.version.split()[0],
             "torch": sources.torch_version(),
-            "git": sources.git_commit(os.path.dirname(self.script)),
+            "git": self._git,
             "started_at": self.started_at,
             "pid": os.getpid(),
             "host": socket.gethostname(),
