@@ -29,6 +29,7 @@ State diagram of an open store:
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 from .errors import CorruptionError, StoreError
@@ -104,18 +105,19 @@ def records_of(frame, path: str) -> list[Record]:
 def bodies_of(frame, path: str) -> tuple[tuple, tuple]:
     """(kinds, bodies) of a good frame as two parallel tuples; arrays in bodies are tuples.
 
-    The bulk form of `records_of`: no Record per logical record, one C-level transpose. Checked
-    as `records_of` is: every entry must be a [kind, body] pair, else CorruptionError.
+    The bulk form of `records_of`: no Record per logical record, only C-level passes. Checked
+    as `records_of` is, entry by entry (entry[0] is the kind, entry[1] the body), so both
+    accept and reject the same frames; a malformed one raises CorruptionError.
     """
     entries = decode_checked(frame, path, use_list=False)
     try:
-        if set(map(type, entries)) != {tuple}:
-            raise TypeError("an entry is not a [kind, body] pair")
         with gc_paused():
-            kinds, bodies = zip(*entries, strict=True)
-        return kinds, bodies
-    except (TypeError, ValueError) as exc:
+            return tuple(map(_kind_of, entries)), tuple(map(_body_of, entries))
+    except (TypeError, IndexError, KeyError) as exc:
         raise _undecodable(frame, path, exc) from None
+
+
+_kind_of, _body_of = itemgetter(0), itemgetter(1)
 
 
 def _undecodable(frame, path: str, exc: Exception) -> CorruptionError:
