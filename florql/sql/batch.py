@@ -1,8 +1,9 @@
 """One refresh's worth of VALUE records as column lists, then as one Arrow table.
 
-The decode loop (`Cache._ingest`) is the hot path of a cold query: per value it does a handful
-of `list.append`s through bound methods, nothing else (FIELD-NOTES: an append is ~0.02 us, a
-msgpack decode ~0.5 us). Classification of values (number, text, None) happens once per batch
+The decode loop (`Cache._ingest`) is the hot path of a cold query: it takes whole frames from
+`Store.scan_bodies` and runs no Python code per value, only C-level passes (`list.extend`,
+`itertools.compress`, `map`); context ids are resolved in bulk (`Cache._resolve_contexts`).
+Classification of values (number, text, None) happens once per batch
 on whole lists: the common all-numeric case is one NumPy conversion.
 """
 
