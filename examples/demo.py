@@ -1,7 +1,11 @@
-"""`make demo`: record the example training run, then show what florql stored.
+"""`make demo`: record the example training run, then answer a hindsight query.
 
-Records examples/train_cnn.py into a fresh store `./demo-store` through the command line
-(`python -m florql record ...`), then lists the run, its logged values and its checkpoints.
+1. Copies examples/train_cnn.py to `./demo-work/train.py` (the user's script) and records it
+   into a fresh store `./demo-store` through the command line (`python -m florql record ...`).
+2. Shows what was stored: the run, its values, its checkpoints.
+3. Edits the script as a user would, after the fact: a per-epoch `weight_norm` after the step
+   loop and a per-step `grad_norm` inside it; then asks for them in SQL. florql finds the new
+   statements, replays only the epochs the WHERE clause selects from checkpoints, and answers.
 """
 
 from __future__ import annotations
@@ -15,6 +19,22 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 STORE = Path.cwd() / "demo-store"
+WORK = Path.cwd() / "demo-work"
+SCRIPT = WORK / "train.py"
+
+# The statements a user adds after training (anchored on lines the example already has).
+NEW_STATEMENTS = [
+    (
+        '        florql.log("loss", loss.item())\n',
+        '        florql.log("grad_norm", torch.norm(torch.stack([p.grad.norm() for p in '
+        "model.parameters()])).item())\n",
+    ),
+    (
+        '    florql.log("train_loss", running / len(train_loader))\n',
+        '    florql.log("weight_norm", torch.norm(torch.stack([p.norm() for p in '
+        "model.parameters()])).item())\n",
+    ),
+]
 
 
 def florql(*args: str) -> None:
@@ -24,7 +44,7 @@ def florql(*args: str) -> None:
         os.environ,
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     )
-    r = subprocess.run([sys.executable, "-m", "florql", *args], env=env, cwd=REPO)
+    r = subprocess.run([sys.executable, "-m", "florql", *args], env=env, cwd=WORK)
     if r.returncode != 0:
         sys.exit(r.returncode)
 
@@ -34,6 +54,19 @@ def fresh_store() -> None:
         if not (STORE / "MANIFEST").exists():
             sys.exit(f"{STORE} exists and is not a florql store; move it away first")
         shutil.rmtree(STORE)
+    WORK.mkdir(exist_ok=True)
+    shutil.copyfile(REPO / "examples" / "train_cnn.py", SCRIPT)
+
+
+def add_statements() -> None:
+    """Edit the recorded script as a user would: insert each new line after its anchor."""
+    text = SCRIPT.read_text()
+    for anchor, line in NEW_STATEMENTS:
+        if text.count(anchor) != 1:
+            sys.exit(f"demo: cannot find where to add {line.strip()!r} in {SCRIPT}")
+        text = text.replace(anchor, anchor + line)
+        print(f"  + {line.strip()}")
+    SCRIPT.write_text(text)
 
 
 def show_store() -> None:
@@ -67,9 +100,22 @@ def show_store() -> None:
 
 def main() -> None:
     fresh_store()
-    florql("record", "--store", str(STORE), "examples/train_cnn.py")
+    florql("record", "--store", str(STORE), "train.py")
     florql("runs", "--store", str(STORE))
     show_store()
+    print(f"\nLater, the user wishes they had logged more and edits {SCRIPT.name}:")
+    add_statements()
+    per_epoch = "SELECT epoch, accuracy, weight_norm FROM logs WHERE weight_norm IS NOT NULL"
+    florql("explain", "--store", str(STORE), per_epoch)
+    florql("query", "--store", str(STORE), per_epoch)
+    per_step = (
+        "SELECT epoch, count(*) AS steps, avg(grad_norm) AS mean_grad_norm, "
+        "max(grad_norm) AS max_grad_norm FROM logs WHERE epoch >= 6 AND grad_norm IS NOT NULL "
+        "GROUP BY epoch ORDER BY epoch"
+    )
+    florql("query", "--store", str(STORE), per_step)
+    print("\nAsked again, the same query replays nothing: the values are stored.")
+    florql("query", "--store", str(STORE), "--no-replay", per_step)
 
 
 if __name__ == "__main__":

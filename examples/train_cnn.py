@@ -35,8 +35,7 @@ np.random.seed(seed)
 torch.manual_seed(seed)
 
 
-def make_data(n: int, generator: torch.Generator) -> TensorDataset:
-    patterns = torch.randn(10, 1, 28, 28, generator=generator)
+def make_data(n: int, patterns: torch.Tensor, generator: torch.Generator) -> TensorDataset:
     labels = torch.randint(0, 10, (n,), generator=generator)
     images = patterns[labels] + 1.5 * torch.randn(n, 1, 28, 28, generator=generator)
     return TensorDataset(images, labels)
@@ -69,8 +68,10 @@ def evaluate(model: nn.Module, loader: DataLoader) -> float:
 
 
 data_gen = torch.Generator().manual_seed(1234 + seed)
-train_set = make_data(samples, data_gen)
-test_set = make_data(max(256, samples // 4), data_gen)
+# One pattern per class, shared by the training and the held-out set (fresh noise for each).
+class_patterns = torch.randn(10, 1, 28, 28, generator=data_gen)
+train_set = make_data(samples, class_patterns, data_gen)
+test_set = make_data(max(256, samples // 4), class_patterns, data_gen)
 train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, num_workers=0)
 test_loader = DataLoader(test_set, batch_size=256, shuffle=False, num_workers=0)
 
