@@ -328,6 +328,9 @@ class Session:
             "stored_bytes": ck.stored_bytes if ck else 0,
             "overhead": (fg + bg) / wall,
             "wall_seconds": wall,
+            # Replay must keep this (thread count changes float reductions), so it sizes its
+            # worker pool by it: cores // torch_threads workers on a CPU.
+            "torch_threads": _torch_threads(),
         }
 
     def unconsumed_overrides(self) -> list[str]:
@@ -567,3 +570,9 @@ def _script_vars(script: str) -> tuple[str, ...]:
             return scriptvars.analyze(f.read())
     except OSError:
         return ()
+
+
+def _torch_threads() -> int:
+    """torch's intra-op thread count if the script imported torch, else 1."""
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else 1

@@ -57,15 +57,24 @@ class Outcome:
         return f"worker exited with status {self.returncode} and wrote no result"
 
 
-def default_workers() -> int:
-    """Visible GPUs when CUDA is present, else CPU cores (at least 1)."""
+def default_workers(threads_per_worker: int = 1) -> int:
+    """Visible GPUs when CUDA is present, else CPU cores // threads per worker (at least 1).
+
+    A replay must run with the thread count the run recorded (a different count changes float
+    reductions, so values would not match bit for bit); workers beyond cores // threads only
+    compete for the same cores and make the replay slower.
+
+    >>> default_workers(threads_per_worker=10**6)  # more threads than cores: one worker
+    1
+    """
     gpus = _visible_gpus()
     if gpus:
         return gpus
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, threads_per_worker))
 
 
 def _visible_gpus() -> int:

@@ -110,11 +110,11 @@ def prepare(
 ) -> HindsightPlan:
     """Splice, summarise and plan against an open store."""
     wanted = sorted(set(names))
-    nworkers = workers or executor.default_workers()
-    if nworkers < 1:
-        raise BadInputError(f"--workers must be at least 1, not {nworkers}")
     infos = store.runs()
     ids = chosen_runs(infos, runs)
+    nworkers = workers or executor.default_workers(_recorded_threads(infos, ids))
+    if nworkers < 1:
+        raise BadInputError(f"--workers must be at least 1, not {nworkers}")
     warnings: list[str] = []
     splices: dict[str, Splice] = {}
     cache: dict[tuple, Splice] = {}
@@ -269,3 +269,14 @@ def _parse(text: str) -> Any:
         return ast.parse(text)
     except SyntaxError:
         return ast.parse("")
+
+
+def _recorded_threads(infos: Any, ids: Sequence[str]) -> int:
+    """The most torch threads any of these runs trained with (RUN_END stats; 1 if unknown)."""
+    counts = [1]
+    for rid in ids:
+        end = infos[rid].end
+        stats = end.get("stats") if isinstance(end, dict) else None
+        if isinstance(stats, dict) and isinstance(stats.get("torch_threads"), int):
+            counts.append(stats["torch_threads"])
+    return max(counts)
