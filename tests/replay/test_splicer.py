@@ -297,8 +297,8 @@ def test_statements_after_the_first_inner_loop_can_skip_it_even_inside_later_loo
 
 
 def test_a_new_statement_for_a_name_not_asked_for_is_not_an_other_edit() -> None:
-    v2 = _edit(V1, 'florql.log("loss", loss)', '            florql.log("grad", loss * 2)')
-    v2 = _edit(v2, 'florql.log("acc", acc)', '        florql.log("model", model)')
+    v2 = _edit(V1, 'florql.log("loss", loss)', '        florql.log("grad", loss * 2)')
+    v2 = _edit(v2, 'florql.log("acc", acc)', '    florql.log("model", model)')
     s = splice({"train.py": V1}, {"train.py": v2}, want={"model"})
     assert [st.names for st in s.statements] == [("model",)]
     assert 'florql.log("grad"' not in s.sources["train.py"]  # not replayed this time...
