@@ -17,6 +17,7 @@ real writer with large `append_many` batches, then times, each in the same run:
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import statistics
@@ -89,6 +90,24 @@ PQ_PIVOT = (
 )
 
 
+def decode_rows(path: str, n_records: int) -> list[tuple]:
+    """Storage decode alone, per record: scan_frames (baseline) vs scan_bodies (bulk path)."""
+    store = Store.open(path, create=False)
+    was = gc.isenabled()
+    gc.disable()  # as the cache decodes
+    try:
+        t, _ = timed(lambda: sum(len(f) for f in store.scan_frames()), repeat=3)
+        out = [("storage decode per record: scan_frames (baseline)", t / n_records, "median of 3")]
+        if hasattr(store, "scan_bodies"):  # absent in code before 2026-11-22 evening
+            t, _ = timed(lambda: sum(len(b) for _, _, b in store.scan_bodies()), repeat=3)
+            out.append(("storage decode per record: scan_bodies", t / n_records, "median of 3"))
+    finally:
+        if was:
+            gc.enable()
+        store.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--values", type=int, default=10_000_000)
@@ -112,6 +131,9 @@ def main() -> None:
             f"{con.cache.decoded_records:,} records decoded",
         )
     )
+    n_records = con.cache.decoded_records
+    rows.append(("  the same, per record", t / n_records, "cold ingest CPU is ~all of it"))
+    rows += decode_rows(store, n_records)
     t, _ = timed(lambda: con.sql(FILTER_LOGS).fetchall(), repeat=5)
     rows.append(("florql warm: logs WHERE epoch > 5, avg(loss)", t, "median of 5"))
     t, _ = timed(lambda: con.sql(FILTER_RECORDS).fetchall(), repeat=5)
@@ -168,7 +190,10 @@ def main() -> None:
     print(f"florql query benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs")
     width = max(len(r[0]) for r in rows)
     for name, seconds, note in rows:
-        print(f"{name.ljust(width)}  {seconds * 1000:10.1f} ms  {note}")
+        if "per record" in name:
+            print(f"{name.ljust(width)}  {seconds * 1e6:10.2f} us  {note}")
+        else:
+            print(f"{name.ljust(width)}  {seconds * 1000:10.1f} ms  {note}")
 
 
 if __name__ == "__main__":

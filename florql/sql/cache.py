@@ -35,7 +35,7 @@ import gc
 from collections import Counter
 from collections.abc import Iterable
 from itertools import compress, repeat
-from operator import is_, itemgetter
+from operator import is_, itemgetter, methodcaller
 from typing import Any
 
 import duckdb
@@ -50,7 +50,8 @@ _VALUE_COLUMNS = (
 )
 
 
-_first, _third, _fifth = itemgetter(0), itemgetter(2), itemgetter(4)
+_first, _second, _third = itemgetter(0), itemgetter(1), itemgetter(2)
+_fourth, _fifth = itemgetter(3), itemgetter(4)
 
 
 def _as_lists(body: Any) -> Any:
@@ -89,6 +90,7 @@ class Cache:
         self.loop_types: list[str] = []
         self.loop_depth: dict[str, int] = {}  # shallowest position seen in a ctx (0: outermost)
         self._loop_pos: dict[str, int] = {}
+        self._shape_slots: dict[tuple, tuple] = {}  # loop names of a ctx -> their slots
         self.text_names: set[str] = set()
         self.name_slots: dict[str, int] = {}  # logged name -> K of its _contexts column __nK
         self.names: Counter[str] = Counter()
@@ -312,7 +314,12 @@ class Cache:
         run_id, ctx = key
         self._next_ctx_id += 1
         ctx_id = self._contexts[key] = self._next_ctx_id
-        row = {self._loop_index(name, depth): value for depth, (name, _i, value) in enumerate(ctx)}
+        names = tuple(map(_first, ctx))
+        slots = self._shape_slots.get(names)
+        if slots is None:  # _loop_index per shape, not per context: same slots, same depths
+            slots = tuple(self._loop_index(name, depth) for depth, name in enumerate(names))
+            self._shape_slots[names] = slots
+        row = dict(zip(slots, map(_third, ctx), strict=True))
         # The persisted key keeps the form (run_id, level, level, ...) older caches stored.
         text = repr((run_id, *(tuple(level) for level in ctx))) if self.persistent else None
         batch.new_contexts.append((ctx_id, run_id, row, text))
@@ -320,33 +327,32 @@ class Cache:
 
     # --- flushing a batch ---------------------------------------------------------------------
 
-    def _widen_loops(self, contexts: list) -> None:
-        for _ctx_id, _run_id, row, _key in contexts:
-            for k, value in row.items():
-                if isinstance(value, str) and self.loop_types[k] == "BIGINT":
-                    self.loop_types[k] = "VARCHAR"
-                    for table in ("_contexts", "_values"):
-                        self.con.execute(
-                            f"ALTER TABLE {table} ALTER COLUMN {_loop_col(k)} TYPE VARCHAR"
-                        )
+    def _widen_loop(self, k: int) -> None:
+        """Loop slot `k` saw a str: its columns become VARCHAR from now on."""
+        self.loop_types[k] = "VARCHAR"
+        for table in ("_contexts", "_values"):
+            self.con.execute(f"ALTER TABLE {table} ALTER COLUMN {_loop_col(k)} TYPE VARCHAR")
 
     def _contexts_table(self, contexts: list) -> Any:
-        self._widen_loops(contexts)
+        rows = list(map(_third, contexts))
         cols = {
-            "ctx_id": columns.int_column([c[0] for c in contexts]),
-            "run_id": columns.string_column([c[1] for c in contexts]),
-            "ctx_key": columns.string_column([c[3] for c in contexts]),
+            "ctx_id": columns.int_column(list(map(_first, contexts))),
+            "run_id": columns.string_column(list(map(_second, contexts))),
+            "ctx_key": columns.string_column(list(map(_fourth, contexts))),
         }
-        for k, typ in enumerate(self.loop_types):
-            raw = [c[2].get(k) for c in contexts]
-            if typ == "VARCHAR":
-                cols[_loop_col(k)] = columns.string_column(
-                    [None if v is None else str(v) for v in raw]
-                )
+        for k in range(len(self.loop_types)):
+            raw = list(map(methodcaller("get", k), rows))
+            types = set(map(type, raw))
+            if str in types and self.loop_types[k] == "BIGINT":
+                self._widen_loop(k)
+            if self.loop_types[k] == "VARCHAR":
+                if types - {str, type(None)}:
+                    raw = [None if v is None else str(v) for v in raw]
+                cols[_loop_col(k)] = columns.string_column(raw)
             else:
-                cols[_loop_col(k)] = columns.int_column(
-                    [int(v) if isinstance(v, bool) else v for v in raw]
-                )
+                if bool in types:
+                    raw = [int(v) if isinstance(v, bool) else v for v in raw]
+                cols[_loop_col(k)] = columns.int_column(raw)
         return columns.table(cols)
 
     # --- the wide form: one column per logged name in _contexts --------------------------------
