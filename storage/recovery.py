@@ -110,9 +110,8 @@ def bodies_of(frame, path: str) -> tuple[tuple, tuple]:
     accept and reject the same frames; a malformed one raises CorruptionError.
     """
     entries = decode_checked(frame, path, use_list=False)
-    try:
-        with gc_paused():
-            return tuple(map(_kind_of, entries)), tuple(map(_body_of, entries))
+    try:  # two allocations: no need to pause the GC as records_of does
+        return tuple(map(_kind_of, entries)), tuple(map(_body_of, entries))
     except (TypeError, IndexError, KeyError) as exc:
         raise _undecodable(frame, path, exc) from None
 
