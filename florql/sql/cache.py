@@ -35,7 +35,7 @@ import gc
 from collections import Counter
 from collections.abc import Iterable
 from itertools import compress, repeat
-from operator import is_, itemgetter, methodcaller
+from operator import is_, itemgetter, methodcaller, ne
 from typing import Any
 
 import duckdb
@@ -98,7 +98,7 @@ class Cache:
         self.values_per_run: Counter[str] = Counter()
         self.replays: dict[str, dict] = {}
         self.args: list[str] = []
-        self._contexts: dict[tuple, int] = {}
+        self._contexts: dict[str, dict[tuple, int]] = {}  # run_id -> {ctx as decoded: ctx_id}
         self._partial_contexts = False  # True after a restore: _contexts holds keys not in memory
         self._next_ctx_id = 0
         self._runs_signature: Any = None
@@ -278,9 +278,11 @@ class Cache:
             if kind == kinds.VALUE:
                 batch.bodies.append(body)
                 batch.lsn.append(base + i)
-                key = (body[0], body[4])
-                found = self._contexts.get(key)
-                batch.ctx_id.append(found if found is not None else self._new_context(batch, key))
+                run_id, ctx = body[0], body[4]
+                found = self._contexts.setdefault(run_id, {}).get(ctx)
+                if found is None:
+                    found = self._new_context(batch, run_id, ctx)
+                batch.ctx_id.append(found)
             elif kind == kinds.LOOP:
                 # Loop columns exist as soon as a loop ran, even before anything was logged.
                 if body[2] not in self._loop_pos:
@@ -294,26 +296,39 @@ class Cache:
     def _resolve_contexts(self, batch: Batch) -> None:
         """Give every batched value without one its context id, numbering new ones in order.
 
-        A context is keyed by (run_id, ctx) as decoded (tuples, hence hashable): the values
-        are looked up in bulk with `map`; only misses (new contexts) run Python code.
+        Contexts are kept per run, keyed by ctx as decoded (tuples, hence hashable): each run's
+        stretch of values is looked up in bulk with `map`; only misses (new contexts) run
+        Python code.
         """
         start = len(batch.ctx_id)
         pending = batch.bodies[start:]
         if not pending:
             return
-        keys = list(zip(map(_first, pending), map(_fifth, pending), strict=True))
-        ids = list(map(self._contexts.get, keys))
-        if None in ids:
-            for i in compress(range(len(ids)), map(is_, ids, repeat(None))):
-                key = keys[i]
-                found = self._contexts.get(key)
-                ids[i] = found if found is not None else self._new_context(batch, key)
+        run_ids = list(map(_first, pending))
+        ctxs = list(map(_fifth, pending))
+        bounds = [0]
+        if run_ids.count(run_ids[0]) != len(run_ids):
+            bounds += compress(range(1, len(run_ids)), map(ne, run_ids[1:], run_ids[:-1]))
+        bounds.append(len(run_ids))
+        ids: list = []
+        for lo, hi in zip(bounds, bounds[1:], strict=False):
+            run_id = run_ids[lo]
+            known = self._contexts.setdefault(run_id, {})
+            got = list(map(known.get, ctxs[lo:hi]))
+            if None in got:
+                for i in compress(range(len(got)), map(is_, got, repeat(None))):
+                    found = known.get(ctxs[lo + i])
+                    got[i] = (
+                        found
+                        if found is not None
+                        else self._new_context(batch, run_id, ctxs[lo + i])
+                    )
+            ids += got
         batch.ctx_id.extend(ids)
 
-    def _new_context(self, batch: Batch, key: tuple) -> int:
-        run_id, ctx = key
+    def _new_context(self, batch: Batch, run_id: str, ctx: tuple) -> int:
         self._next_ctx_id += 1
-        ctx_id = self._contexts[key] = self._next_ctx_id
+        ctx_id = self._contexts.setdefault(run_id, {})[ctx] = self._next_ctx_id
         names = tuple(map(_first, ctx))
         slots = self._shape_slots.get(names)
         if slots is None:  # _loop_index per shape, not per context: same slots, same depths
@@ -418,9 +433,10 @@ class Cache:
             return
         batch.ctx_id[:] = [known.get(i, i) for i in batch.ctx_id]
         batch.new_contexts = [c for c in batch.new_contexts if c[0] not in known]
-        for key, ctx_id in list(self._contexts.items()):
-            if ctx_id in known:
-                self._contexts[key] = known[ctx_id]
+        for by_ctx in self._contexts.values():
+            for ctx, ctx_id in list(by_ctx.items()):
+                if ctx_id in known:
+                    by_ctx[ctx] = known[ctx_id]
 
     def _flush(self, batch: Batch) -> None:
         self._resolve_contexts(batch)
@@ -514,7 +530,8 @@ class Cache:
                 "DELETE FROM _contexts WHERE ctx_id IN (SELECT unnest(?::BIGINT[]))", [ids]
             )
             dropped = set(ids)
-            self._contexts = {k: v for k, v in self._contexts.items() if v not in dropped}
+            kept = self._contexts.get(run_id, {})
+            self._contexts[run_id] = {k: v for k, v in kept.items() if v not in dropped}
 
     def _repivot_run(self, run_id: str) -> None:
         """Recompute a run's wide columns from its remaining values (after a resume)."""
