@@ -10,10 +10,12 @@ on whole lists: the common all-numeric case is one NumPy conversion.
 from __future__ import annotations
 
 import json
+from array import array
 from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from florql.sql import columns
@@ -31,14 +33,14 @@ class Batch:
 
     def __init__(self) -> None:
         self.bodies: list = []  # [run_id, seq, name, value, ctx, t, replay_id]
-        self.lsn: list = []
+        self.lsn = array("q")  # C longs, not a million int objects
         self.ctx_id: list = []
         self.new_contexts: list = []  # (ctx_id, run_id, {loop slot: value}, key or None)
 
     def clear(self) -> None:
         """Empty the columns in place (the decode loop holds their bound `append`s)."""
         self.bodies.clear()
-        self.lsn.clear()
+        del self.lsn[:]
         self.ctx_id.clear()
         self.new_contexts = []
 
@@ -68,7 +70,7 @@ class Batch:
         value_col, text_col = self.value_columns(value)
         return columns.table(
             {
-                "lsn": columns.int_column(self.lsn),
+                "lsn": columns.int_column(np.frombuffer(self.lsn, dtype=np.int64)),
                 "seq": columns.int_column(seq),
                 "ctx_id": columns.int_column(self.ctx_id),
                 "name": columns.string_column(name),

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 
-def _validity(values: Sequence[Any]) -> tuple[Any, int]:
+def _validity(values: Sequence[Any] | np.ndarray) -> tuple[Any, int]:
     """A validity bitmap buffer (None when nothing is NULL) and the null count."""
     if None not in values:
         return None, 0
@@ -43,8 +43,8 @@ def float_column(values: Sequence[Any]) -> pa.Array:
     return pa.Array.from_buffers(pa.float64(), len(values), [validity, pa.py_buffer(data)], nulls)
 
 
-def int_column(values: Sequence[Any]) -> pa.Array:
-    """BIGINT from ints and None."""
+def int_column(values: Sequence[Any] | np.ndarray) -> pa.Array:
+    """BIGINT from ints and None (or from an int64 NumPy array, which has no None)."""
     validity, nulls = _validity(values)
     data = np.array(
         values if not nulls else [0 if v is None else v for v in values], dtype=np.int64
