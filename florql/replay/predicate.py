@@ -21,8 +21,8 @@ from typing import Any
 
 from florql.errors import BadInputError
 from florql.sql import selection as sel
-
-_NO = object()
+from florql.sql.analysis import NOT_LITERAL as _NO
+from florql.sql.analysis import literal as _literal
 
 
 def parse_where(text: str | None) -> sel.Selection:
@@ -84,19 +84,3 @@ def _translate(node: Any) -> sel.Selection:
         if values and all(v is not _NO for v in values):
             return sel.InList(node.this.name, values)
     return sel.Unknown(node.sql(dialect="duckdb"))
-
-
-def _literal(node: Any) -> Any:
-    from sqlglot import exp
-
-    if isinstance(node, exp.Neg):
-        value = _literal(node.this)
-        return _NO if value is _NO or isinstance(value, str) else -value
-    if not isinstance(node, exp.Literal):
-        return _NO
-    if node.is_string:
-        return node.this
-    try:
-        return int(node.this)
-    except ValueError:
-        return float(node.this)

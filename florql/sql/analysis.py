@@ -260,13 +260,13 @@ def _to_selection(node: exp.Expr, alias: str, view: str, catalog: Catalog) -> se
         return _comparison(node, alias, view, catalog) or unknown
     if isinstance(node, exp.Between):
         column = _loop_column(node.this, alias, view, catalog)
-        low, high = _literal(node.args.get("low")), _literal(node.args.get("high"))
+        low, high = literal(node.args.get("low")), literal(node.args.get("high"))
         if column and low is not _NO and high is not _NO:
             return sel.And([sel.Compare(column, ">=", low), sel.Compare(column, "<=", high)])
         return unknown
     if isinstance(node, exp.In) and not node.args.get("query"):
         column = _loop_column(node.this, alias, view, catalog)
-        values = [_literal(v) for v in node.expressions]
+        values = [literal(v) for v in node.expressions]
         if column and values and all(v is not _NO for v in values):
             return sel.InList(column, values)
     return unknown
@@ -276,9 +276,9 @@ def _comparison(node: exp.Expr, alias: str, view: str, catalog: Catalog) -> sel.
     op = _COMPARE[type(node)]
     left, right = node.this, node.expression
     column = _loop_column(left, alias, view, catalog)
-    value = _literal(right)
+    value = literal(right)
     if column is None or value is _NO:
-        column, value, op = _loop_column(right, alias, view, catalog), _literal(left), _FLIP[op]
+        column, value, op = _loop_column(right, alias, view, catalog), literal(left), _FLIP[op]
     if column is None or value is _NO:
         return None
     return sel.Compare(column, op, value)
@@ -290,15 +290,21 @@ def _loop_column(node: Any, alias: str, view: str, catalog: Catalog) -> str | No
     return catalog.loop_for(node.name, view)
 
 
-_NO = object()
+NOT_LITERAL = _NO = object()
 
 
-def _literal(node: Any) -> Any:
+def literal(node: Any) -> Any:
+    """The Python value of a SQL literal (`5`, `-2.5`, `'a'`, `CAST(5 AS INT)`), else NOT_LITERAL.
+
+    >>> from sqlglot import parse_one
+    >>> literal(parse_one("-3")), literal(parse_one("'r1'")), literal(parse_one("x")) is NOT_LITERAL
+    (-3, 'r1', True)
+    """
     if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
-        value = _literal(node.this)
+        value = literal(node.this)
         return _NO if value is _NO else -value
     if isinstance(node, exp.Cast):
-        return _literal(node.this)
+        return literal(node.this)
     if not isinstance(node, exp.Literal):
         return _NO
     if node.is_string:
