@@ -213,6 +213,10 @@ def restore_objects(objects: dict[str, Any], skels: dict[str, Any], blobs: list)
                 obj.copy_(state)
         else:
             obj.load_state_dict(state)
+            if isinstance(obj, torch.optim.Optimizer):
+                # Checkpoints are taken after the step loop, so this optimizer had stepped;
+                # without the mark an LR scheduler stepped next warns that it ran first.
+                obj._opt_called = True  # type: ignore[attr-defined]
     return missing
 
 

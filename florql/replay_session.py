@@ -141,7 +141,10 @@ class ReplaySession(Session):
             raise StopScript()
 
     def outer_done(self) -> None:
-        self._commit()
+        # Not committed here: this also runs when an exception unwinds through the loop (the
+        # generator is closed), and that iteration's values must not become visible. `finish`
+        # commits what is left (a `break`-ended iteration, values after the loop) only if the
+        # script did not fail.
         self._phase = "post"
         self._action = None
 
@@ -198,7 +201,13 @@ class ReplaySession(Session):
         return self._ckpts[ckpt_id]
 
     def finish(self, error: str | None) -> dict[str, Any]:
-        """Write what is left, close the store, and return the result dict."""
+        """Write what is left, close the store, and return the result dict.
+
+        After an error the buffered values belong to an iteration that did not finish: they
+        are dropped, so a failed replay never leaves a partial iteration visible.
+        """
+        if error:
+            self._frame_buf = []
         self._commit()
         self.writer.close()
         self.store.close()

@@ -216,3 +216,28 @@ def test_worker_entry_point_runs_a_task_file(recorded, store, tmp_path):
         timeout=60,
     )
     assert bad.returncode == 2 and "cannot read replay task" in bad.stderr
+
+
+def test_an_iteration_that_raises_leaves_none_of_its_values(recorded, store, tmp_path):
+    ck = checkpoints(store, recorded["run_id"])
+    steps = [
+        {"iteration": 1, "action": "silent_tail", "checkpoint": ck[1]},
+        {"iteration": 2, "action": "execute"},
+    ]
+    t = task(store, recorded, steps, tmp_path, new_names=["loss"])
+    failing = tmp_path / "train_cnn.py"
+    source = Path(t["script"]).read_text()
+    anchor = '        florql.log("loss", loss.item())\n'
+    assert anchor in source
+    # The third step of epoch 2 raises after two of its losses were logged.
+    failing.write_text(
+        source.replace(
+            anchor,
+            anchor
+            + "        if epoch == 2 and step == 2:\n            raise RuntimeError('boom')\n",
+        )
+    )
+    t.update(script=str(failing))
+    result = run_task(t)
+    assert "boom" in result.get("error", "")
+    assert replayed(store) == []  # epoch 2 did not finish: none of its values are visible
