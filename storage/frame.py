@@ -39,14 +39,19 @@ def pack_entries(entries) -> bytes:
         return msgpack.packb(entries, use_bin_type=True)
     except (TypeError, ValueError, OverflowError):
         for kind, body in entries:
-            try:
-                msgpack.packb(body, use_bin_type=True)
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise BadInputError(
-                    f"a record of kind {kind} has a body msgpack cannot store ({exc}); "
-                    "use only dict, list, str, bytes, int, float, bool and None"
-                ) from None
+            check_packable(f"a record of kind {kind}", body)
         raise
+
+
+def check_packable(what: str, value) -> None:
+    """BadInputError naming `what` unless msgpack can store `value` (no ext types, no pickle)."""
+    try:
+        msgpack.packb(value, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise BadInputError(
+            f"{what} holds a value msgpack cannot store ({exc}); use only dict, list, str, "
+            "bytes, int, float, bool and None"
+        ) from None
 
 
 def encode_frame(base_lsn: int, entries) -> bytes:

@@ -79,13 +79,7 @@ def decode_checked(frame, path: str, use_list: bool = True) -> Any:
         # Entries are not checked one by one: the CRC vouches for what our writer packed.
         return entries
     except Exception as exc:  # noqa: BLE001 - any decode failure of a checksummed frame is corruption
-        raise CorruptionError(
-            f"log segment {path} at offset {frame.offset} (LSN {frame.base_lsn}) has a valid checksum "
-            f"but cannot be decoded ({exc}); run `florql check`",
-            segment=path,
-            offset=frame.offset,
-            lsn=frame.base_lsn,
-        ) from None
+        raise _undecodable(frame, path, exc) from None
 
 
 _new = tuple.__new__
@@ -122,7 +116,7 @@ _kind_of, _body_of = itemgetter(0), itemgetter(1)
 def _undecodable(frame, path: str, exc: Exception) -> CorruptionError:
     return CorruptionError(
         f"log segment {path} at offset {frame.offset} (LSN {frame.base_lsn}) has a valid checksum "
-        f"but malformed records ({exc}); run `florql check`",
+        f"but cannot be decoded into records ({exc}); run `florql check`",
         segment=path,
         offset=frame.offset,
         lsn=frame.base_lsn,

@@ -27,12 +27,10 @@ import threading
 import time
 import uuid
 
-import msgpack
-
 from . import kinds as K
 from .errors import BadInputError, StoreError
 from .format import RUNS_DIR
-from .frame import pack_entries
+from .frame import check_packable, pack_entries
 from .pages import PageWriter
 from .records import CheckpointInfo
 
@@ -245,13 +243,7 @@ def _check_dict(what: str, value) -> None:
     """BadInputError unless `value` is a dict msgpack can store (checked before any I/O)."""
     if not isinstance(value, dict):
         raise BadInputError(f"{what} must be a dict, not {type(value).__name__}")
-    try:
-        msgpack.packb(value, use_bin_type=True)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise BadInputError(
-            f"{what} holds a value msgpack cannot store ({exc}); use only dict, list, str, bytes, "
-            "int, float, bool and None"
-        ) from None
+    check_packable(what, value)
 
 
 def _packs(entry) -> bool:
