@@ -72,12 +72,7 @@ class Catalog:
         taken = set(reserved)
         out = {}
         for name in self.all_names():
-            column = f"log_{name}" if name.lower() in reserved else name
-            base, k = column, 2
-            while column.lower() in taken:
-                column, k = f"{base}_{k}", k + 1
-            taken.add(column.lower())
-            out[name] = column
+            out[name] = _unique(f"log_{name}" if name.lower() in reserved else name, taken)
         return out
 
     @cached_property
@@ -86,12 +81,8 @@ class Catalog:
         logged = {n.lower() for n in self.all_names()}
         out = {}
         for arg in self.args:
-            column = f"arg_{arg}" if arg.lower() in taken or arg.lower() in logged else arg
-            base, k = column, 2
-            while column.lower() in taken:
-                column, k = f"{base}_{k}", k + 1
-            taken.add(column.lower())
-            out[arg] = column
+            clash = arg.lower() in taken or arg.lower() in logged
+            out[arg] = _unique(f"arg_{arg}" if clash else arg, taken)
         return out
 
     def logs_name_column(self, name: str) -> str:
@@ -161,3 +152,17 @@ class Catalog:
     def closest(self, name: str, n: int = 3) -> list[str]:
         """Known logged names that look like `name` (for "did you mean ...?")."""
         return difflib.get_close_matches(name, sorted(self.names), n=n, cutoff=0.6)
+
+
+def _unique(column: str, taken: set[str]) -> str:
+    """`column`, or `column_2`, `column_3`... if taken (case-insensitively); marks it taken.
+
+    >>> taken = {"loss"}
+    >>> _unique("Loss", taken), _unique("loss", taken), sorted(taken)
+    ('Loss_2', 'loss_3', ['loss', 'loss_2', 'loss_3'])
+    """
+    base, k = column, 2
+    while column.lower() in taken:
+        column, k = f"{base}_{k}", k + 1
+    taken.add(column.lower())
+    return column
