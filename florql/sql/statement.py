@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterator
 
 import sqlglot
@@ -69,5 +70,12 @@ def _syntax_message(e: ParseError) -> str:
     near = (first.get("highlight") or "").strip()
     where = f"line {first.get('line')}, column {first.get('col')}"
     what = first.get("description") or "invalid syntax"
+    # sqlglot names the offending token by its repr ("<Token token_type: ...>"): keep its text.
+    what = re.sub(r"<Token token_type: [^>]*?text: (.*?), line: [^>]*>", r"'\1'", what)
+    what = re.sub(
+        r"Required keyword: '\w+' missing for <class '[\w.]*?(\w+)'>",
+        lambda m: f"the {m.group(1).upper()} clause is incomplete",
+        what,
+    )
     near_text = f" near '{near}'" if near else ""
     return f"syntax error at {where}{near_text}: {what}"
