@@ -50,3 +50,12 @@ def loop(name: str, iterable: Iterable[T]) -> Iterator[T]:
 def checkpointing(**objects: Any) -> None:
     """Register objects (with state_dict()/load_state_dict(), or tensors) for checkpoints."""
     _session.current().register(objects)
+
+
+def _replay_rest_unneeded() -> bool:
+    """True when a replay may skip the rest of this iteration (see florql/replay/early_exit.py).
+
+    Spliced into replayed code only; always False while recording.
+    """
+    s = _session.CURRENT
+    return s is not None and s.rest_of_iteration_unneeded()

@@ -59,6 +59,7 @@ class ReplaySession(Session):
         self._keep_pre = first == 0 and self.steps[0]["action"] == "execute"
         self._phase = "pre"  # pre -> loop -> post
         self._action: str | None = None
+        self._iteration = -1
         self._pending: Any = None  # checkpoint to restore at the first inner loop
         self._frame_buf: list = []
         self._ckpts: dict[str, Any] = {}
@@ -120,7 +121,23 @@ class ReplaySession(Session):
 
     def _run(self, iteration: int) -> bool:
         self.executed.append(iteration)
+        self._iteration = iteration
         return True
+
+    def rest_of_iteration_unneeded(self) -> bool:
+        """After the last new statement of a `skip_inner` iteration: is the rest needed?
+
+        No when the next iteration that runs restores its own checkpoint (or nothing runs
+        after this one and the script stops here): its state comes from that checkpoint, not
+        from what the rest of this iteration would compute.
+        """
+        if self._phase != "loop" or self._action != "skip_inner":
+            return False
+        it = self._iteration
+        if it == self.last_step:
+            return not self.run_to_end
+        following = self.steps.get(it + 1)
+        return following is None or following["action"] != "execute"
 
     def outer_begin(self, lp: _Loop) -> None:
         pass

@@ -110,6 +110,9 @@ class NullSession:
     def register(self, objects: dict[str, Any]) -> None:
         pass
 
+    def rest_of_iteration_unneeded(self) -> bool:
+        return False
+
 
 class _Loop:
     __slots__ = ("name", "iteration", "value", "had_inner", "started", "total", "is_outer")
@@ -509,6 +512,10 @@ class Session:
 
     def outer_done(self) -> None:
         pass
+
+    def rest_of_iteration_unneeded(self) -> bool:
+        """Recording runs every statement; a replay may answer True (florql/replay_session)."""
+        return False
 
     def _offer_checkpoint(self, outer: _Loop, phase: str, found_vars: dict[str, Any]) -> None:
         if self.checkpointer is None or not self.objects:

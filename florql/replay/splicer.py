@@ -50,6 +50,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from florql.errors import ReplayError
+from florql.replay.early_exit import add_iteration_exit
 from florql.replay.syntax import (
     BUILTIN_NAMES,
     Aliases,
@@ -153,11 +154,25 @@ def splice(
             continue
         f = _FileSplice(path, recorded[path], cur, fresh, targets)
         f.run()
-        out.sources[path] = f.text()
+        out.sources[path] = _with_iteration_exit(f.text(), f.statements)
         out.statements.extend(f.statements)
         out.other_edits.extend(f.other_edits())
     out.code_hash = code_hash(out.sources)
     return out
+
+
+def _with_iteration_exit(text: str, statements: list[NewStatement]) -> str:
+    """Add early_exit's guard when every new statement here is a per-epoch one of one loop."""
+    outer = {s.loops[0] if s.loops else None for s in statements}
+    if (
+        not statements
+        or len(outer) != 1
+        or None in outer
+        or not all(s.after_inner for s in statements)
+    ):
+        return text
+    names = {n for s in statements for n in s.names}
+    return add_iteration_exit(text, names, outer.pop())  # type: ignore[arg-type]
 
 
 def code_hash(sources: Mapping[str, str]) -> str:

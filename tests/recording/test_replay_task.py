@@ -241,3 +241,55 @@ def test_an_iteration_that_raises_leaves_none_of_its_values(recorded, store, tmp
     result = run_task(t)
     assert "boom" in result.get("error", "")
     assert replayed(store) == []  # epoch 2 did not finish: none of its values are visible
+
+
+def _with_weight_norm(t, tmp_path, guard):
+    """The example plus a per-epoch weight_norm after train_loss, with or without the guard."""
+    from florql.replay.early_exit import GUARD
+
+    source = Path(t["script"]).read_text()
+    anchor = '    florql.log("train_loss", running / len(train_loader))\n'
+    assert anchor in source
+    line = '    florql.log("weight_norm", sum(p.norm() for p in model.parameters()).item())\n'
+    script = tmp_path / ("guarded" if guard else "plain") / "train_cnn.py"
+    script.parent.mkdir()
+    script.write_text(
+        source.replace(anchor, anchor + line + ("    " + GUARD + "\n" if guard else ""))
+    )
+    return str(script)
+
+
+def test_early_exit_skips_the_tail_of_restored_iterations_and_keeps_their_values(
+    recorded, store, tmp_path
+):
+    ck = checkpoints(store, recorded["run_id"])
+    steps = [{"iteration": e, "action": "skip_inner", "checkpoint": ck[e]} for e in (1, 2)]
+    results = {}
+    for guard, replay_id in ((False, "rp-plain"), (True, "rp-guard")):
+        t = task(
+            store, recorded, steps, tmp_path, new_names=["weight_norm"], check_names=["accuracy"]
+        )
+        t.update(script=_with_weight_norm(t, tmp_path, guard), replay_id=replay_id)
+        t["result_path"] = str(tmp_path / f"{replay_id}.json")
+        results[guard] = run_task(t)
+    plain = [(b[4], b[3]) for b in replayed(store, "rp-plain")]
+    guarded = [(b[4], b[3]) for b in replayed(store, "rp-guard")]
+    assert guarded == plain and len(plain) == 2  # same values...
+    assert results[False]["fidelity"]["checked"] == 2  # ...the plain replay evaluated each epoch,
+    assert results[True]["fidelity"]["checked"] == 0  # the guarded one stopped after the value
+
+
+def test_early_exit_runs_the_tail_when_the_next_iteration_continues_from_it(
+    recorded, store, tmp_path
+):
+    ck = checkpoints(store, recorded["run_id"])
+    steps = [
+        {"iteration": 1, "action": "skip_inner", "checkpoint": ck[1]},
+        {"iteration": 2, "action": "execute"},
+    ]
+    t = task(store, recorded, steps, tmp_path, new_names=["weight_norm"], check_names=["loss"])
+    t.update(script=_with_weight_norm(t, tmp_path, guard=True))
+    result = run_task(t)
+    # Epoch 2 starts from epoch 1's tail (its scheduler step): skipping it would change the
+    # learning rate and every loss of epoch 2.
+    assert result["fidelity"]["checked"] == STEPS == result["fidelity"]["matched"]

@@ -8,6 +8,7 @@ import textwrap
 import pytest
 
 from florql.errors import ReplayError
+from florql.replay.early_exit import GUARD
 from florql.replay.splicer import new_names, splice
 
 V1 = textwrap.dedent(
@@ -71,7 +72,9 @@ def test_statement_after_inner_loop_is_a_per_epoch_statement() -> None:
     (st,) = s.statements
     assert st.loops == ("epoch",)
     body = _body_of_loop(ast.parse(s.sources["train.py"]), "epoch")
-    assert ast.unparse(body[-1]) == "florql.log('wnorm', abs(model))"
+    assert ast.unparse(body[-2]) == "florql.log('wnorm', abs(model))"
+    # ...followed by the guard that lets a replay skip the rest of a restored iteration.
+    assert ast.unparse(body[-1]).startswith("if __import__('florql').api._replay_rest_unneeded()")
 
 
 def test_statement_in_a_function_takes_the_loops_of_its_call_site() -> None:
@@ -231,7 +234,9 @@ def test_new_blocks_of_log_statements_and_their_own_variables_are_spliced() -> N
     )
     v2 = _edit(v1, 'florql.log("acc", acc)', new.rstrip("\n"))
     s = splice({"train.py": v1}, {"train.py": v2})
-    assert s.sources["train.py"] == v2 and s.names == {"wn", "k"}
+    guard = "    " + GUARD + "\n"  # per-epoch statements: the replay's early exit follows them
+    assert s.sources["train.py"].count(guard) == 1
+    assert s.sources["train.py"].replace(guard, "") == v2 and s.names == {"wn", "k"}
 
 
 def test_a_new_loop_variable_that_the_recorded_code_uses_is_refused() -> None:
