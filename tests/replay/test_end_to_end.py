@@ -22,6 +22,13 @@ STEP_NAMES = {"gnorm"}
 EPOCH_NAMES = {"wnorm", "running2"}
 
 
+def _ensure(store, names: list[str], selection, script_path: str, workers: int = 1):
+    """Replay `names` for `selection` with the current script, quietly, as the tests all do."""
+    return hindsight.ensure(
+        str(store), names, selection, workers=workers, progress=False, script=script_path
+    )
+
+
 def _replayed(r: Recorded, names: set[str]) -> dict:
     return values(r.store, r.run_id, names, replayed=True)
 
@@ -31,14 +38,7 @@ def _only(d: dict, epochs: set[int]) -> dict:
 
 
 def test_hindsight_values_equal_a_full_rerun_of_the_new_code(fresh, script, oracle) -> None:
-    report = hindsight.ensure(
-        str(fresh.store),
-        ["gnorm", "wnorm", "running2"],
-        ALL,
-        workers=2,
-        progress=False,
-        script=script(v2()),
-    )
+    report = _ensure(fresh.store, ["gnorm", "wnorm", "running2"], ALL, script(v2()), workers=2)
     assert report.unresolved == set() and not report.diverged
     got = _replayed(fresh, STEP_NAMES | EPOCH_NAMES)
     want = {k: v for k, v in oracle.items() if k[0] in STEP_NAMES | EPOCH_NAMES}
@@ -52,14 +52,7 @@ def test_hindsight_values_equal_a_full_rerun_of_the_new_code(fresh, script, orac
 
 
 def test_where_epoch_selects_only_those_iterations(fresh, script, oracle) -> None:
-    report = hindsight.ensure(
-        str(fresh.store),
-        ["gnorm"],
-        parse_where("epoch > 3"),
-        workers=1,
-        progress=False,
-        script=script(v2(epoch=False)),
-    )
+    report = _ensure(fresh.store, ["gnorm"], parse_where("epoch > 3"), script(v2(epoch=False)))
     assert report.executed == {fresh.run_id: [4, 5]}
     got = _replayed(fresh, STEP_NAMES)
     assert got == _only({k: v for k, v in oracle.items() if k[0] == "gnorm"}, {4, 5})
@@ -69,14 +62,7 @@ def test_per_epoch_statement_skips_every_inner_loop_and_still_matches(
     fresh, script, oracle
 ) -> None:
     # running2 depends on `running`, which only the skipped inner loop computes.
-    report = hindsight.ensure(
-        str(fresh.store),
-        ["wnorm", "running2"],
-        ALL,
-        workers=2,
-        progress=False,
-        script=script(v2(step=False)),
-    )
+    report = _ensure(fresh.store, ["wnorm", "running2"], ALL, script(v2(step=False)), workers=2)
     assert report.executed == {fresh.run_id: []} and report.inner_iterations == 0
     assert report.iterations == 6
     got = _replayed(fresh, EPOCH_NAMES)
@@ -88,22 +74,8 @@ def test_two_workers_store_the_same_values_as_one(
 ) -> None:
     a, b = recorded.copy(tmp_path / "a"), recorded.copy(tmp_path / "b")
     current = script(v2())
-    ra = hindsight.ensure(
-        str(a.store),
-        ["gnorm", "wnorm"],
-        parse_where("epoch >= 2"),
-        workers=1,
-        progress=False,
-        script=current,
-    )
-    rb = hindsight.ensure(
-        str(b.store),
-        ["gnorm", "wnorm"],
-        parse_where("epoch >= 2"),
-        workers=2,
-        progress=False,
-        script=current,
-    )
+    ra = _ensure(a.store, ["gnorm", "wnorm"], parse_where("epoch >= 2"), current)
+    rb = _ensure(b.store, ["gnorm", "wnorm"], parse_where("epoch >= 2"), current, workers=2)
     assert (ra.tasks, rb.tasks) == (1, 2)
     assert _replayed(a, {"gnorm", "wnorm"}) == _replayed(b, {"gnorm", "wnorm"})
     assert len(_replayed(a, {"gnorm"})) == 4 * 4
@@ -111,22 +83,8 @@ def test_two_workers_store_the_same_values_as_one(
 
 def test_a_second_identical_request_replays_nothing(fresh, script) -> None:
     current = script(v2())
-    first = hindsight.ensure(
-        str(fresh.store),
-        ["wnorm"],
-        parse_where("epoch < 2"),
-        workers=1,
-        progress=False,
-        script=current,
-    )
-    again = hindsight.ensure(
-        str(fresh.store),
-        ["wnorm"],
-        parse_where("epoch < 2"),
-        workers=1,
-        progress=False,
-        script=current,
-    )
+    first = _ensure(fresh.store, ["wnorm"], parse_where("epoch < 2"), current)
+    again = _ensure(fresh.store, ["wnorm"], parse_where("epoch < 2"), current)
     assert first.tasks == 1 and again.tasks == 0 and again.replayed_values == 0
     wider = hindsight.plan(str(fresh.store), ["wnorm"], parse_where("epoch < 4"), 1, script=current)
     assert wider.plan.runs[0].selected == [2, 3]  # only what is not stored yet
@@ -134,23 +92,14 @@ def test_a_second_identical_request_replays_nothing(fresh, script) -> None:
 
 def test_run_filter_replays_only_that_run(fresh, script) -> None:
     other = record(fresh.project, fresh.store, V1, "--arg", "lr=0.05", name="train.py")
-    report = hindsight.ensure(
-        str(fresh.store),
-        ["wnorm"],
-        parse_where(f"run_id = '{other}'"),
-        workers=1,
-        progress=False,
-        script=script(v2()),
-    )
+    report = _ensure(fresh.store, ["wnorm"], parse_where(f"run_id = '{other}'"), script(v2()))
     assert report.runs == [other]
     assert values(fresh.store, fresh.run_id, {"wnorm"}) == {}
     assert len(values(fresh.store, other, {"wnorm"})) == 6
 
 
 def test_a_name_no_code_logs_is_unresolved_not_an_error(fresh, script) -> None:
-    report = hindsight.ensure(
-        str(fresh.store), ["nope"], ALL, workers=1, progress=False, script=script(v2())
-    )
+    report = _ensure(fresh.store, ["nope"], ALL, script(v2()))
     assert report.unresolved == {"nope"} and report.tasks == 0
 
 
@@ -159,9 +108,7 @@ def test_unplaceable_statement_is_a_replay_error_naming_the_line(fresh, script) 
         "        running += loss.item()\n", '        florql.log("r", loss.item())\n'
     )
     with pytest.raises(ReplayError, match=r"train.py line 2\d: .*ambiguous"):
-        hindsight.ensure(
-            str(fresh.store), ["r"], ALL, workers=1, progress=False, script=script(bad)
-        )
+        _ensure(fresh.store, ["r"], ALL, script(bad))
 
 
 def test_explain_describes_the_plan_before_anything_runs(fresh, script) -> None:
@@ -179,13 +126,8 @@ def test_no_checkpoints_falls_back_to_the_start_with_a_warning(tmp_path: Path, s
     project.mkdir()
     plain = V1.replace("florql.checkpointing(model=model, optimizer=opt)\n", "")
     run_id = record(project, project / ".florql", plain)
-    report = hindsight.ensure(
-        str(project / ".florql"),
-        ["wnorm"],
-        parse_where("epoch = 2"),
-        workers=1,
-        progress=False,
-        script=script(v2(step=False, base=plain)),
+    report = _ensure(
+        project / ".florql", ["wnorm"], parse_where("epoch = 2"), script(v2(step=False, base=plain))
     )
     assert any("no checkpoint" in w for w in report.warnings)
     assert report.executed == {run_id: [0, 1, 2]}
@@ -204,26 +146,22 @@ def test_non_deterministic_code_is_caught_and_reported(tmp_path: Path, script, c
     project = tmp_path / "p"
     project.mkdir()
     run_id = record(project, project / ".florql", NOISY)
-    report = hindsight.ensure(
-        str(project / ".florql"),
+    report = _ensure(
+        project / ".florql",
         ["gnorm"],
         parse_where("epoch = 1"),
-        workers=1,
-        progress=False,
-        script=script(v2(epoch=False, base=NOISY)),
+        script(v2(epoch=False, base=NOISY)),
     )
     assert report.diverged
     mismatch = report.fidelity["first_mismatch"]
     assert mismatch["name"] in {"noise", "loss"}
     assert "diverged" in capsys.readouterr().err
     # The REPLAY_END record keeps the verdict, so a later request warns without replaying.
-    again = hindsight.ensure(
-        str(project / ".florql"),
+    again = _ensure(
+        project / ".florql",
         ["gnorm"],
         parse_where("epoch = 1"),
-        workers=1,
-        progress=False,
-        script=script(v2(epoch=False, base=NOISY)),
+        script(v2(epoch=False, base=NOISY)),
     )
     assert again.tasks == 0 and any("diverged" in w for w in again.warnings)
     assert run_id in report.runs
@@ -234,9 +172,7 @@ def test_progress_when_asked_and_other_edits_are_reported(
 ) -> None:
     monkeypatch.setenv("FLORQL_PROGRESS", "1")
     edited = v2(step=False) + 'print("a line the recorded run never had")\n'
-    report = hindsight.ensure(
-        str(fresh.store), ["wnorm"], ALL, workers=1, progress=False, script=script(edited)
-    )
+    report = _ensure(fresh.store, ["wnorm"], ALL, script(edited))
     err = capsys.readouterr().err
     assert "replay [" in err and "6/6 iterations" in err
     assert any("print(" in e for e in report.other_edits)
@@ -265,14 +201,7 @@ def test_statement_in_an_evaluation_loop_after_training_skips_training(
     oracle_dir.mkdir()
     run_id = record(project, project / ".florql", EVAL_V1)
     oracle_id = record(oracle_dir, oracle_dir / ".florql", EVAL_V2)
-    report = hindsight.ensure(
-        str(project / ".florql"),
-        ["eval_batch"],
-        ALL,
-        workers=1,
-        progress=False,
-        script=script(EVAL_V2),
-    )
+    report = _ensure(project / ".florql", ["eval_batch"], ALL, script(EVAL_V2))
     assert report.executed == {run_id: []} and report.inner_iterations == 0
     got = values(project / ".florql", run_id, {"eval_batch"}, replayed=True)
     assert got == values(oracle_dir / ".florql", oracle_id, {"eval_batch"})
@@ -288,17 +217,13 @@ def test_a_killed_worker_keeps_whole_iterations_and_a_retry_fills_only_the_rest(
         '    florql.log("k", __import__("os").kill(__import__("os").getpid(), 9) if epoch == 3 else epoch)\n',
     )
     with pytest.raises(ReplayError, match="failed"):
-        hindsight.ensure(
-            str(fresh.store), ["k"], ALL, workers=1, progress=False, script=script(killer)
-        )
+        _ensure(fresh.store, ["k"], ALL, script(killer))
     stored = values(fresh.store, fresh.run_id, {"k"}, replayed=True)
     assert sorted(v[0] for v in stored.values()) == [0, 1, 2]  # nothing of epoch 3
     fixed = killer.replace(
         '__import__("os").kill(__import__("os").getpid(), 9) if epoch == 3 else epoch', "epoch"
     )
-    report = hindsight.ensure(
-        str(fresh.store), ["k"], ALL, workers=1, progress=False, script=script(fixed)
-    )
+    report = _ensure(fresh.store, ["k"], ALL, script(fixed))
     assert report.iterations == 3
     stored = values(fresh.store, fresh.run_id, {"k"}, replayed=True)
     assert sorted(v for vs in stored.values() for v in vs) == [0, 1, 2, 3, 4, 5]  # no duplicates
