@@ -126,7 +126,7 @@ def main(argv: list[str]) -> int:
     run_id, record_s = record(root / "v1", root / "v1" / ".florql", v1, args)
     oracle_id, full_s = record(root / "v2", root / "v2" / ".florql", v2, args)
     stores = {}
-    for label in ("epoch", "step1", "step2"):
+    for label in ("epoch", "step1", "step2", "one-epoch", "all-epochs"):
         stores[label] = root / f"store-{label}"
         shutil.copytree(root / "v1" / ".florql", stores[label])
 
@@ -144,6 +144,11 @@ def main(argv: list[str]) -> int:
     rows.append(
         ("per-epoch weight_norm, all epochs, 2 workers", epoch_s, full_s / epoch_s, rep, exact)
     )
+    # Marginal cost of a per-epoch epoch: one worker, one selected epoch vs all of them; the
+    # difference is what each further epoch adds on top of the worker's fixed start.
+    one_s, _ = hindsight(stores["one-epoch"], "weight_norm", "epoch = 0", 1, current)
+    all_s, _ = hindsight(stores["all-epochs"], "weight_norm", "true", 1, current)
+    marginal = max(all_s - one_s, 0.0) / max(opts.epochs - 1, 1)
     oracle_all = values(root / "v2" / ".florql", oracle_id, "grad_norm")
     for w, label in ((1, "step1"), (2, "step2")):
         s, rep = hindsight(stores[label], "grad_norm", where, w, current)
@@ -171,6 +176,12 @@ def main(argv: list[str]) -> int:
             f"{rep.tasks:5d} {'yes' if exact else 'NO'}"  # type: ignore[attr-defined]
         )
     print(f"{'fixed cost per worker: python -c import torch':<48} {startup:8.2f}")
+    epoch_cost = full_s / opts.epochs
+    print(
+        f"per-epoch replay, 1 worker: 1 epoch {one_s:.2f} s, all {opts.epochs} {all_s:.2f} s; "
+        f"marginal {1000 * marginal:.0f} ms/epoch vs {1000 * epoch_cost:.0f} ms/epoch trained "
+        f"({epoch_cost / max(marginal, 1e-3):.0f}x; <1 ms counts as 1 ms)"
+    )
     if not opts.dir:  # a folder the user named is kept for inspection
         shutil.rmtree(root, ignore_errors=True)
     return 0 if all(r[4] for r in rows) else 1
