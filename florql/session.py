@@ -322,7 +322,7 @@ class Session:
         wall = max(time.perf_counter() - self._t0, 1e-9)
         ck = self.checkpointer
         fg = self.fg_seconds + (ck.fg_seconds if ck else 0.0)
-        bg = ck.bg_seconds * ck.contention if ck else 0.0
+        bg = ck.bg_cpu_seconds * ck.contention if ck else 0.0
         return {
             "values": self.values,
             "checkpoints": ck.count if ck else 0,
@@ -330,6 +330,7 @@ class Session:
             "raw_bytes": ck.raw_bytes if ck else 0,
             "stored_bytes": ck.stored_bytes if ck else 0,
             "overhead": (fg + bg) / wall,
+            "checkpoint_write_seconds": ck.bg_seconds if ck else 0.0,
             "wall_seconds": wall,
             # Replay must keep this (thread count changes float reductions), so it sizes its
             # worker pool by it: cores // torch_threads workers on a CPU.

@@ -45,3 +45,33 @@ def test_fixed_schedule_checkpoints_every_kth_iteration_whatever_the_cost():
             p.taken(stall=100.0, now=float(i))
             taken.append(i)
     assert taken == [0, 3, 6, 9]
+
+
+def test_background_write_is_charged_its_cpu_time_not_its_disk_wait():
+    """A write that mostly waits for the disk (an fsync) takes no core from training: the policy
+    is charged the writer thread's CPU time, while the wall time is still reported."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from florql.checkpointer import Checkpointer
+
+    info = SimpleNamespace(raw_bytes=10, stored_bytes=10)
+
+    def write_checkpoint(run_id, meta, blobs):
+        time.sleep(0.3)  # waiting on the disk: no CPU
+        return info
+
+    session = SimpleNamespace(
+        run_id="r", drain=lambda flush: None, writer=SimpleNamespace(write_checkpoint=write_checkpoint)
+    )
+    ck = Checkpointer(session)
+    ck.policy.contention = 1.0
+    done = threading.Event()
+    ck._jobs.put(({}, [], SimpleNamespace()))
+    ck._jobs.put(None)
+    t = threading.Thread(target=lambda: (ck._write_loop(), done.set()))
+    t.start()
+    assert done.wait(10)
+    assert ck.count == 1 and ck.bg_seconds >= 0.3
+    assert ck.bg_cpu_seconds < 0.1 and ck.policy.spent < 0.1
