@@ -66,14 +66,19 @@ def _check_log(store, manifest, problems: list) -> None:
             expected = scanner.next_lsn
             if stop.reason == "end":
                 break
-            later = valid_frame_after(fs, path, stop.offset, stop.lsn)
+            # Judge damage on the bytes this scan saw (a writer may be appending beside us).
+            seen = scanner.seen_end
+            later = valid_frame_after(fs, path, stop.offset, stop.lsn, end=seen)
             last = i == len(segs) - 1
             if (
                 last
                 and stop.reason != "lsn"
                 and (
                     later is None
-                    or valid_frame_after(fs, path, stop.offset, stop.lsn, later_flush=True) is None
+                    or valid_frame_after(
+                        fs, path, stop.offset, stop.lsn, later_flush=True, end=seen
+                    )
+                    is None
                 )
             ):
                 break  # a torn tail: the end of the log, not damage (invariant 3)

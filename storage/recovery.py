@@ -179,7 +179,10 @@ def redo(
             if (
                 last
                 and stop.reason != "lsn"
-                and valid_frame_after(fs, path, stop.offset, stop.lsn, later_flush=True) is None
+                and valid_frame_after(
+                    fs, path, stop.offset, stop.lsn, later_flush=True, end=scanner.seen_end
+                )
+                is None
             ):
                 return seg_no, stop.offset
             raise corruption(path, stop.offset, stop.lsn, stop.reason)

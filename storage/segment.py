@@ -75,8 +75,10 @@ class FrameScanner:
     """Good frames of one segment from `start`, expecting base LSN `expected_lsn` next.
 
     `limit` bounds the scan (a byte offset known to be a frame boundary); None reads to EOF.
-    After iteration `stop` says where and why it ended and `next_lsn` is the LSN after the last
-    good frame.
+    After iteration `stop` says where and why it ended, `next_lsn` is the LSN after the last
+    good frame, and `seen_end` is the segment's end as this scan saw it: another process may be
+    appending, so damage found later must be judged on these bytes only (a frame cut short at
+    the end seen is one being written, even when the writer has finished it since).
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class FrameScanner:
         self.fs, self.path, self.start, self.limit = fs, path, start, limit
         self.next_lsn = expected_lsn
         self.stop = Stop("unread", start, expected_lsn)
+        self.seen_end: int | None = None
 
     def __iter__(self):
         pos = self.start
@@ -93,6 +96,8 @@ class FrameScanner:
             want = READ_CHUNK if limit is None else min(READ_CHUNK, limit - pos)
             buf = self.fs.read(self.path, pos, want) if want > 0 else b""
             at_eof = len(buf) < want or (limit is not None and pos + len(buf) >= limit)
+            if at_eof:
+                self.seen_end = pos + len(buf)
             if not buf:
                 self.stop = Stop("end", pos, self.next_lsn)
                 return
@@ -110,6 +115,8 @@ class FrameScanner:
                         # One frame bigger than a chunk: read exactly it.
                         buf = self.fs.read(self.path, pos, f.end)
                         at_eof = len(buf) < f.end
+                        if at_eof:
+                            self.seen_end = pos + len(buf)
                         continue
                     break
                 if f.status == "bad":
@@ -125,16 +132,22 @@ class FrameScanner:
 
 
 def valid_frame_after(
-    fs, path: str, offset: int, next_lsn: int, *, later_flush: bool = False
+    fs,
+    path: str,
+    offset: int,
+    next_lsn: int,
+    *,
+    later_flush: bool = False,
+    end: int | None = None,
 ) -> Frame | None:
     """A good frame starting after `offset` whose LSNs could follow `next_lsn`, if any.
 
     With `later_flush`, only a frame written by a later flush than the one that would hold
     `next_lsn` counts: the evidence that the damaged frame had been fsynced (invariant 3).
     Used only on damage. Candidates are found with NumPy by their base-LSN field, then
-    confirmed by checksum.
+    confirmed by checksum. `end` bounds the search to the bytes a scan saw (`seen_end`).
     """
-    data = fs.read(path, offset + 1)
+    data = fs.read(path, offset + 1, None if end is None else max(0, end - offset - 1))
     n = len(data)
     if n < FRAME_HEADER.size:
         return None

@@ -6,7 +6,7 @@ import pytest
 from florql_storage import CorruptionError, Store, StoreError, kinds
 from florql_storage.format import segment_name
 from florql_storage.fs import FaultyFS, MemFS
-from florql_storage.segment import HEADER_SIZE
+from florql_storage.segment import HEADER_SIZE, FrameScanner
 
 from .conftest import value
 
@@ -268,3 +268,37 @@ def test_check_reports_a_damaged_manifest_instead_of_raising(fscase):
     _fill(store, 5)
     fscase.fs.write_file(fscase.path("MANIFEST"), b"garbage")
     assert [p.kind for p in store.check()] == ["manifest"]
+
+
+class _ReadsBesideAWriter(MemFS):
+    """A MemFS whose next read of `path` past `cut` ends at `cut`: what a reader sees while
+    another process is in the middle of appending the frame there (the writer finishes
+    before anything reads again)."""
+
+    path: str | None = None
+    cut = 0
+
+    def read(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
+        if path == self.path and offset >= HEADER_SIZE:
+            self.path = None  # only this one read sees the half-written file
+            end = self.cut if length is None else min(self.cut, offset + length)
+            return super().read(path, offset, max(0, end - offset))
+        return super().read(path, offset, length)
+
+
+def test_a_frame_appended_beside_a_reader_is_the_tail_not_damage():
+    # Invariant 3 with a writer in another process: the reader's scan sees frame 2 cut short at
+    # the end of the file; by the time it looks for evidence of damage the writer has finished
+    # frame 2 and written frame 3. Judged on the bytes the scan saw, that is the tail.
+    fs = _ReadsBesideAWriter()
+    store = Store.open("/s", fs=fs)
+    _fill(store, 30, per_flush=10)  # three frames of ten records
+    store.close()
+    seg = f"/s/{segment_name(1)}"
+    frames = list(FrameScanner(fs, seg, HEADER_SIZE, 1))
+    assert len(frames) == 3
+    fs.path, fs.cut = seg, frames[1].offset + 20
+    reader = Store.open("/s", fs=fs, create=False)
+    assert [r.lsn for r in reader.scan()] == list(range(1, 11))
+    assert reader.refresh() == 30  # the next look sees the finished frames
+    assert [r.lsn for r in reader.scan()] == list(range(1, 31))
