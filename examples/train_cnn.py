@@ -22,13 +22,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import florql
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-
 epochs = florql.arg("epochs", 8)
 samples = florql.arg("samples", 2560)
 batch_size = florql.arg("batch_size", 64)
 lr = florql.arg("lr", 0.05)
 seed = florql.arg("seed", 0)
+# torch's intra-op threads; a replay keeps the recorded count (it changes float reductions).
+threads = florql.arg("threads", max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(threads)
 
 random.seed(seed)
 np.random.seed(seed)

@@ -2,7 +2,10 @@
 
 Each task is written to `TASK.json` in a private folder and run as
 `sys.executable -m florql.replay.worker TASK.json` (the same interpreter as the caller, never a
-bare `python`), with stdin closed so nothing can prompt, stdout and stderr captured to files.
+bare `python`), with stdin closed so nothing can prompt, stdout and stderr captured to files. By default the
+worker is a fork of a warm server that has already imported torch (`florql.replay.warm`; the
+same interpreter, environment and folder, without the 3-5 s start); where none can be had, a
+fresh interpreter runs it.
 At most `workers` run at once; tasks start in the order given (the planner puts long ones
 first). A worker's outcome is its result file (docs/INTERFACES.md §3); a worker that exits
 non-zero, or whose result carries `error`, has failed, and its stderr tail says why.
@@ -27,6 +30,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from florql.replay import warm as _warm
 
 WORKER_MODULE = "florql.replay.worker"
 STDERR_TAIL = 2000
@@ -99,7 +104,7 @@ def run_tasks(
     workdir: str,
     command: Sequence[str] | None = None,
     on_poll: Callable[[list[Outcome]], None] | None = None,
-    poll_seconds: float = 0.1,
+    poll_seconds: float = 0.02,
     env: dict[str, str] | None = None,
 ) -> list[Outcome]:
     """Run every task, `workers` at a time; return their outcomes in task order.
@@ -112,15 +117,16 @@ def run_tasks(
             `florql.replay.worker`); tests pass a fake.
         on_poll: called with the finished outcomes so far, about every `poll_seconds`.
     """
+    warm = command is None and _warm.enabled()
     cmd = list(command) if command else [sys.executable, "-m", WORKER_MODULE]
     pending = list(enumerate(tasks))
-    running: list[tuple[subprocess.Popen, Outcome, float, Any]] = []
+    running: list[tuple[Any, Outcome, float, Any]] = []  # Popen or warm.WarmProcess
     done: list[Outcome] = []
     try:
         while pending or running:
             while pending and len(running) < max(1, workers):
                 i, task = pending.pop(0)
-                running.append(_start(i, dict(task), cmd, workdir, env))
+                running.append(_start(i, dict(task), cmd, workdir, env, warm))
             time.sleep(poll_seconds)
             still = []
             for proc, out, t0, err in running:
@@ -140,13 +146,25 @@ def run_tasks(
 
 
 def _start(
-    i: int, task: dict[str, Any], cmd: list[str], workdir: str, env: dict[str, str] | None
-) -> tuple[subprocess.Popen, Outcome, float, Any]:
+    i: int,
+    task: dict[str, Any],
+    cmd: list[str],
+    workdir: str,
+    env: dict[str, str] | None,
+    warm: bool = False,
+) -> tuple[Any, Outcome, float, Any]:
     task.setdefault("result_path", os.path.join(workdir, f"result-{i}.json"))
     path = os.path.join(workdir, f"task-{i}.json")
     with open(path, "w", encoding="utf-8") as f:
         json.dump(task, f)
-    err = open(os.path.join(workdir, f"worker-{i}.log"), "w+b")  # noqa: SIM115 (closed in _finish)
+    log = os.path.join(workdir, f"worker-{i}.log")
+    err = open(log, "w+b")  # noqa: SIM115 (closed in _finish)
+    if warm:
+        try:
+            warm_proc = _warm.start_task([path], task.get("cwd"), worker_env(env), log)
+            return warm_proc, Outcome(i, task), time.monotonic(), err
+        except OSError as e:  # no warm server: a fresh interpreter does the same, slower
+            print(f"florql: note: warm replay workers unavailable ({e})", file=sys.stderr)
     proc = subprocess.Popen(
         [*cmd, path],
         stdin=subprocess.DEVNULL,
@@ -171,7 +189,7 @@ def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _finish(proc: subprocess.Popen, out: Outcome, t0: float, err: Any) -> Outcome:
+def _finish(proc: Any, out: Outcome, t0: float, err: Any) -> Outcome:
     out.returncode = proc.returncode
     out.seconds = time.monotonic() - t0
     err.seek(0)

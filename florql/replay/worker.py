@@ -7,9 +7,14 @@ failed (the result holds `error`), 2 for an unreadable or malformed task.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,5 +38,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if result.get("error") else 0
 
 
+def run_and_exit(run: Callable[[], int | None] | None = None) -> NoReturn:
+    """`run()` (default: `main()`), then end the process as interpreter shutdown would
+    (non-daemon threads joined, atexit handlers run, output flushed) without tearing down the
+    module graph: with torch and `torch._dynamo` loaded, that teardown alone takes most of a
+    second."""
+    try:
+        code = (run or main)()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    for t in threading.enumerate():
+        if t is not threading.current_thread() and not t.daemon:
+            t.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_and_exit()

@@ -63,7 +63,9 @@ def test_background_write_is_charged_its_cpu_time_not_its_disk_wait():
         return info
 
     session = SimpleNamespace(
-        run_id="r", drain=lambda flush: None, writer=SimpleNamespace(write_checkpoint=write_checkpoint)
+        run_id="r",
+        drain=lambda flush: None,
+        writer=SimpleNamespace(write_checkpoint=write_checkpoint),
     )
     ck = Checkpointer(session)
     ck.policy.contention = 1.0

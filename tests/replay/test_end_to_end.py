@@ -37,7 +37,12 @@ def _only(d: dict, epochs: set[int]) -> dict:
     return {k: v for k, v in d.items() if k[1] and k[1][0][1] in epochs}
 
 
-def test_hindsight_values_equal_a_full_rerun_of_the_new_code(fresh, script, oracle) -> None:
+@pytest.mark.parametrize("warm_seconds", ["120", "0"], ids=["warm-workers", "fresh-workers"])
+def test_hindsight_values_equal_a_full_rerun_of_the_new_code(
+    fresh, script, oracle, warm_seconds, monkeypatch
+) -> None:
+    # Forked from the warm server (the default) or fresh interpreters: the same exact values.
+    monkeypatch.setenv("FLORQL_WARM_SECONDS", warm_seconds)
     report = _ensure(fresh.store, ["gnorm", "wnorm", "running2"], ALL, script(v2()), workers=2)
     assert report.unresolved == set() and not report.diverged
     got = _replayed(fresh, STEP_NAMES | EPOCH_NAMES)
