@@ -12,8 +12,9 @@ policy):
   FROM logs"` after adding `weight_norm` after the inner loop), first with no warm replay
   server running (the query starts it: the cold case), then with it running;
 - the same per-epoch replay through the API, and its marginal cost per further epoch;
-- a per-step statement (`grad_norm` in the inner loop) over the last half of the epochs, with
-  1 and with 2 workers;
+- a per-step statement (`grad_norm` in the inner loop) over the last quarter, the last half
+  and all of the epochs with 1 worker (cost proportional to the iterations selected), and over
+  the last half with 2 workers;
 - division across workers (unless --no-division): the same per-step replay of a run recorded
   with one torch thread, so that two one-thread workers fit this machine's cores;
 - the fixed cost of a fresh worker: a Python process that imports torch.
@@ -142,17 +143,25 @@ def copy_store(root: Path, label: str) -> Path:
     return dst
 
 
-def per_step_rows(root: Path, run_id: str, oracle_id: str, full_s: float, current: Path,
-                  half: int, label: str) -> list[tuple]:  # fmt: skip
+def per_step_rows(
+    root: Path,
+    run_id: str,
+    oracle_id: str,
+    full_s: float,
+    current: Path,
+    cases: list[tuple[int, int]],
+    label: str,
+) -> list[tuple]:
+    """Per-step replays of `grad_norm` for epochs >= start with w workers, per (start, w)."""
     rows = []
     oracle = values(root / "v2" / ".florql", oracle_id, "grad_norm")
-    want = {k: v for k, v in oracle.items() if k[0][1] >= half}
-    for w in (1, 2):
-        store = copy_store(root, f"step{w}")
-        s, rep = hindsight(store, "grad_norm", f"epoch >= {half}", w, current)
+    for start, w in cases:
+        want = {k: v for k, v in oracle.items() if k[0][1] >= start}
+        store = copy_store(root, f"step{start}-{w}")
+        s, rep = hindsight(store, "grad_norm", f"epoch >= {start}", w, current)
         exact = _exact(values(store, run_id, "grad_norm"), want, oracle)
-        rows.append((f"per-step grad_norm, epochs >= {half}, {w} worker(s){label}", s,
-                     full_s / s, rep, exact))  # fmt: skip
+        what = f"per-step grad_norm, epochs >= {start}, {w} worker(s){label}"
+        rows.append((what, s, full_s / s, rep, exact))
     return rows
 
 
@@ -194,12 +203,15 @@ def main(argv: list[str]) -> int:
         all_s, _ = hindsight(copy_store(t, "all-epochs"), "weight_norm", "true", 1, current)
         marginal = max(all_s - one_s, 0.0) / max(opts.epochs - 1, 1)
         half = opts.epochs // 2
-        rows += per_step_rows(t, run_id, oracle_id, full_s, current, half, "")
+        # Proportional to the epochs selected (1 worker), then divided across 2 workers.
+        cases = [(opts.epochs - opts.epochs // 4, 1), (half, 1), (0, 1), (half, 2)]
+        rows += per_step_rows(t, run_id, oracle_id, full_s, current, cases, "")
         division: list[tuple] = []
         if not opts.no_division:
             one = recorded_pair(root / "t1", [*args, "--arg", "threads=1"])
-            division = per_step_rows(root / "t1", one[0], one[2], one[3], one[4], half,
-                                     ", 1-thread run")  # fmt: skip
+            division = per_step_rows(
+                root / "t1", one[0], one[2], one[3], one[4], [(half, 1), (half, 2)], ", 1-thread"
+            )
     finally:
         warm.stop_servers()
     t0 = time.perf_counter()

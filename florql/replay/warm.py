@@ -74,7 +74,8 @@ def server_key(env: dict[str, str]) -> str:
     """Identity of a server that may run tasks for a caller with environment `env`."""
     import florql
 
-    h = hashlib.sha256(sys.executable.encode())
+    # The interpreter (`python` and `python3` in one venv are the same) and its environment.
+    h = hashlib.sha256(f"{os.path.realpath(sys.executable)}\0{sys.prefix}".encode())
     roots = [os.path.dirname(os.path.abspath(p)) for p in florql.__path__]
     for root in sorted(set(roots)):
         for pkg in ("florql", "storage"):
@@ -300,6 +301,9 @@ def serve(path: str, idle: float) -> int | tuple[list[str], dict[str, Any]]:
             if os.getpid() == server_pid and os.stat(path).st_ino == inode:
                 os.unlink(path)
                 os.unlink(path + ".pid")
+                if os.path.getsize(path + ".log") == 0:  # nothing went wrong: no trace left
+                    os.unlink(path + ".log")
+                os.unlink(path + ".lock")  # a racing spawner at worst starts a spare server
     return 0
 
 
