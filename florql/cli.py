@@ -118,12 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "store", "unset") is None:
         args.store = default_store()
     tolerance = getattr(args, "tolerance", None)
-    if tolerance is not None:
-        if not tolerance >= 0:
-            print(f"florql: error: --tolerance {tolerance} must be a number >= 0", file=sys.stderr)
-            return 2
-        # The one knob replay reads, whichever layer starts it (query -> SQL -> replay).
-        os.environ["FLORQL_REPLAY_TOLERANCE"] = repr(tolerance)
+    if tolerance is not None and not tolerance >= 0:  # NaN too
+        print(f"florql: error: --tolerance {tolerance} must be a number >= 0", file=sys.stderr)
+        return 2
     module_name, func_name = HANDLERS[args.command].split(":")
     try:
         handler = getattr(importlib.import_module(module_name), func_name)

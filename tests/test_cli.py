@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+from florql_storage import Store, kinds
 
 from florql import cli
 
@@ -15,13 +17,33 @@ def test_negative_tolerance_is_bad_input_with_exit_2(capsys: pytest.CaptureFixtu
     assert err == "florql: error: --tolerance -1.0 must be a number >= 0"
 
 
-def test_tolerance_flag_reaches_replay_through_its_environment_knob(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]
+@pytest.mark.parametrize("command", ["replay", "query"])
+def test_tolerance_flag_reaches_replay_as_an_argument(
+    command: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("FLORQL_REPLAY_TOLERANCE", "0")  # restored after the test
-    # No store there: the replay handler fails with bad input after the flag was applied.
-    assert cli.main(["replay", "--store", str(tmp_path / "none"), "--tolerance", "1e-6"]) == 2
-    assert float(os.environ["FLORQL_REPLAY_TOLERANCE"]) == 1e-6
+    from florql.replay import hindsight
+
+    seen = []
+
+    def fake_ensure(*args: object, **kw: object) -> hindsight.Report:
+        seen.append(kw["tolerance"])
+        return hindsight.Report()
+
+    monkeypatch.setattr(hindsight, "ensure", fake_ensure)
+    monkeypatch.delenv("FLORQL_REPLAY_TOLERANCE", raising=False)
+    store = str(tmp_path / "store")
+    s = Store.open(store)  # a store with one value of `loss`: `new_name` is missing
+    w = s.writer()
+    w.append(kinds.VALUE, ["r1", 1, "loss", 1.0, [], 0.0, ""])
+    w.close()
+    s.close()
+    if command == "replay":
+        argv = ["replay", "--store", store, "--name", "new_name", "--tolerance", "1e-6"]
+    else:
+        argv = ["query", "--store", store, "--tolerance", "1e-6", "SELECT new_name FROM logs"]
+    assert cli.main(argv) == 0
+    assert seen == [1e-6]
+    assert "FLORQL_REPLAY_TOLERANCE" not in os.environ
 
 
 def test_unknown_subcommand_exits_2() -> None:

@@ -38,7 +38,14 @@ def replay_main(args: Any) -> int:
         print("nothing to replay: no current script logs a name its recorded run did not")
         return 0
     report = hindsight.ensure(
-        store, names, selection, workers=args.workers, progress=True, script=script, runs=runs
+        store,
+        names,
+        selection,
+        workers=args.workers,
+        progress=True,
+        script=script,
+        runs=runs,
+        tolerance=args.tolerance,
     )
     if report.unresolved:
         raise BadInputError(

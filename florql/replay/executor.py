@@ -176,6 +176,11 @@ def _start(
     return proc, Outcome(i, task), time.monotonic(), err
 
 
+def warm_server_running(env: dict[str, str] | None = None) -> bool:
+    """Whether workers started now would be forks of a running warm server."""
+    return _warm.enabled() and _warm.running(worker_env(env))
+
+
 def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a worker: the caller's, with florql's own import root first on
     PYTHONPATH so the worker imports the same florql as this process (also from a source

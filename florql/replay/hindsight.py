@@ -96,13 +96,16 @@ def plan(
     *,
     script: str | None = None,
     runs: Sequence[str] | None = None,
+    optional: Iterable[str] = (),
 ) -> HindsightPlan:
     """Plan the replay of `names` under `selection`, running nothing (INTERFACES §4)."""
     from florql_storage import Store
 
     store = Store.open(os.path.abspath(store_path), create=False)
     try:
-        return prepare(store, names, selection, workers, script=script, runs=runs)
+        return prepare(
+            store, names, selection, workers, script=script, runs=runs, optional=optional
+        )
     finally:
         store.close()
 
@@ -140,6 +143,7 @@ def ensure(
     runs: Sequence[str] | None = None,
     tolerance: float | None = None,
     worker_command: Sequence[str] | None = None,
+    optional: Iterable[str] = (),
 ) -> Report:
     """Replay what is needed so that `names` are stored for every row `selection` admits.
 
@@ -153,6 +157,8 @@ def ensure(
         runs: only these run ids.
         tolerance: relative and absolute tolerance of the fidelity check (default
             `$FLORQL_REPLAY_TOLERANCE`, else 0: exact).
+        optional: names wanted only from runs whose current code can log them (others logged
+            them): a statement for them that cannot be placed in a run is a warning.
     Returns:
         A `Report`; names no current code logs are in `unresolved` (not an error here).
     Raises:
@@ -166,7 +172,7 @@ def ensure(
     store_path = os.path.abspath(store_path)
     store = Store.open(store_path, create=False)
     try:
-        hp = prepare(store, names, selection, workers, script=script, runs=runs)
+        hp = prepare(store, names, selection, workers, script=script, runs=runs, optional=optional)
         report = Report(unresolved=hp.unresolved, warnings=list(hp.warnings))
         report.other_edits = hp.other_edits
         if hp.plan.tasks:

@@ -40,7 +40,10 @@ from typing import Any
 
 from florql.replay.history import AFTER_LOOP, Checkpoint, RunHistory
 
-TASK_STARTUP_SECONDS = 3.0  # interpreter + `import torch` in a fresh worker, measured on 2 cores
+# Start of a worker before the script's first line: a fresh interpreter importing torch (and
+# the `torch._dynamo` that torch.optim pulls in), or a fork of a running warm server.
+TASK_STARTUP_SECONDS = 4.0  # measured on 2 cores: 2-2.8 s torch, 1.5-2 s torch._dynamo
+WARM_STARTUP_SECONDS = 0.05
 RESTORE_SECONDS = 0.05  # loading a small checkpoint; the tail time dominates
 
 Admits = Callable[[str, dict[str, Any]], bool]
@@ -121,6 +124,7 @@ class RunPlan:
 class Plan:
     runs: list[RunPlan]
     workers: int
+    startup_seconds: float = TASK_STARTUP_SECONDS  # per task, on top of its cost
 
     @property
     def tasks(self) -> list[Task]:
@@ -131,11 +135,12 @@ class Plan:
         return [w for r in self.runs for w in r.warnings]
 
     def estimate_seconds(self) -> float:
-        """Wall time with `workers` processes: tasks assigned greedily, longest first."""
+        """Wall time with `workers` processes: tasks assigned greedily, longest first, each
+        also paying a worker's start."""
         loads = [0.0] * max(self.workers, 1)
         for t in sorted(self.tasks, key=lambda t: -t.cost):
             i = loads.index(min(loads))
-            loads[i] += t.cost
+            loads[i] += t.cost + self.startup_seconds
         return max(loads) if self.tasks else 0.0
 
 
@@ -239,7 +244,7 @@ def _after_loop_task(h: RunHistory, plan: RunPlan) -> Task:
     else:
         piece = _reach_and_execute(h, plan, last)
         steps, cost = piece.steps, piece.cost
-    return Task(h.run_id, steps, True, cost + h.setup_seconds + TASK_STARTUP_SECONDS)
+    return Task(h.run_id, steps, True, cost + h.setup_seconds)
 
 
 def _group(h: RunHistory, pieces: list[Piece], workers: int) -> list[Task]:
@@ -261,7 +266,7 @@ def _group(h: RunHistory, pieces: list[Piece], workers: int) -> list[Task]:
 
 def _merge(h: RunHistory, group: list[Piece]) -> Task:
     steps: list[Step] = []
-    cost = h.setup_seconds + TASK_STARTUP_SECONDS
+    cost = h.setup_seconds
     for p in group:
         own, extra = list(p.steps), p.cost
         # A restore that only reaches where the previous step left off is dropped.

@@ -86,9 +86,11 @@ class HindsightPlan:
             lines.append("nothing to replay: every selected value is already stored")
         else:
             est = self.plan.estimate_seconds()
+            warm = self.plan.startup_seconds < planner.TASK_STARTUP_SECONDS
             lines.append(
-                f"estimate: {est:.1f}s with {self.plan.workers} worker(s); "
-                f"re-training these runs took {full:.1f}s"
+                f"estimate: {est:.1f}s with {self.plan.workers} worker(s) "
+                f"({'warm server running' if warm else 'fresh workers'}; the set-up before "
+                f"the loop as recorded); re-training these runs took {full:.1f}s"
             )
         if self.other_edits:
             lines.append(
@@ -107,9 +109,16 @@ def prepare(
     *,
     script: str | None = None,
     runs: Sequence[str] | None = None,
+    optional: Iterable[str] = (),
 ) -> HindsightPlan:
-    """Splice, summarise and plan against an open store."""
+    """Splice, summarise and plan against an open store.
+
+    `optional` names are wanted only where a run's current code can log them (the SQL layer's
+    names that other runs logged): a statement for them that cannot be placed in some run is a
+    warning, not an error.
+    """
     wanted = sorted(set(names))
+    optional = set(optional)
     infos = store.runs()
     ids = chosen_runs(infos, runs)
     nworkers = workers or executor.default_workers(_recorded_threads(infos, ids))
@@ -125,14 +134,20 @@ def prepare(
             warnings.append(f"run {rid} recorded no source code; it cannot be replayed")
             continue
         current = current_sources(meta, script)
+        mentioned = _mentioned(recorded, current, wanted)
+        if not mentioned:  # no changed file names a wanted variable: nothing new can log it
+            continue
         key = (tuple(sorted(recorded.items())), tuple(sorted(current.items(), key=str)))
         try:
             if key not in cache:
                 cache[key] = splice(recorded, current, set(wanted))
         except ReplayError as e:
-            # Only a run the request can select makes an unplaceable statement an error.
+            # Only a run the request can select makes an unplaceable statement an error, and
+            # only for a name the request needs from it.
             if selection.admits(rid, {}):
-                raise ReplayError(f"run {rid}: {e}") from None
+                if mentioned - optional:
+                    raise ReplayError(f"run {rid}: {e}") from None
+                warnings.append(f"run {rid} is not replayed: {e}")
             continue
         splices[rid] = cache[key]
     resolvable = set().union(*(s.names for s in splices.values())) if splices else set()
@@ -163,11 +178,32 @@ def prepare(
                 f"diverged from the recording when they were replayed ({r.replay_id})"
             )
     p = planner.plan_runs(wants, selection.admits, nworkers)
+    if executor.warm_server_running():
+        p.startup_seconds = planner.WARM_STARTUP_SECONDS
     warnings += p.warnings
     jobs = {rid: job for rid, job in jobs.items() if any(r.run_id == rid for r in p.runs)}
     return HindsightPlan(
         store.path if hasattr(store, "path") else "", wanted, jobs, p, unresolved, warnings
     )
+
+
+def _mentioned(
+    recorded: dict[str, str], current: dict[str, str | None], names: Iterable[str]
+) -> set[str]:
+    """Names quoted in a current file that differs from its recorded version: only there can a
+    new `florql.log("<name>", ...)` be (a cheap test before splicing).
+
+    >>> sorted(_mentioned({"a.py": "x = 1"}, {"a.py": "x = 1; log('g', 2)"}, ["g", "h"]))
+    ['g']
+    >>> _mentioned({"a.py": "log('g', 1)"}, {"a.py": "log('g', 1)"}, ["g"])  # unchanged
+    set()
+    """
+    out: set[str] = set()
+    for rel, text in current.items():
+        if text is None or text == recorded.get(rel):
+            continue
+        out |= {n for n in names if f'"{n}"' in text or f"'{n}'" in text}
+    return out
 
 
 def current_sources(meta: dict[str, Any], script: str | None) -> dict[str, str | None]:

@@ -176,6 +176,18 @@ class WarmProcess:
                 os.kill(self.pid, signal.SIGKILL)
 
 
+def running(env: dict[str, str]) -> bool:
+    """Whether a warm server for `env` is listening (asks nothing of it)."""
+    try:
+        conn = _connect(os.path.join(socket_dir(), f"{server_key(env)}.sock"))
+    except OSError:
+        return False
+    if conn is None:
+        return False
+    conn.close()
+    return True
+
+
 def start_task(
     argv: Sequence[str],
     cwd: str | None,

@@ -95,6 +95,7 @@ class Cache:
         self.name_slots: dict[str, int] = {}  # logged name -> K of its _contexts column __nK
         self.names: Counter[str] = Counter()
         self.recorded_names: set[str] = set()  # names with a value a run logged (not a replay)
+        self.recorded_by_run: dict[str, set[str]] = {}  # run -> names it logged (not a replay)
         self.values_per_run: Counter[str] = Counter()
         self.replays: dict[str, dict] = {}
         self.args: list[str] = []
@@ -146,6 +147,7 @@ class Cache:
             "name_slots": self.name_slots,
             "names": dict(self.names),
             "recorded_names": sorted(self.recorded_names),
+            "recorded_by_run": {r: sorted(n) for r, n in self.recorded_by_run.items()},
             "values_per_run": dict(self.values_per_run),
             "replays": self.replays,
             "next_ctx_id": self._next_ctx_id,
@@ -162,6 +164,7 @@ class Cache:
         self.name_slots = dict(state["name_slots"])
         self.names = Counter(state["names"])
         self.recorded_names = set(state["recorded_names"])
+        self.recorded_by_run = {r: set(n) for r, n in state["recorded_by_run"].items()}
         self.values_per_run = Counter(state["values_per_run"])
         self.replays = dict(state["replays"])
         self._next_ctx_id = state["next_ctx_id"]
@@ -501,6 +504,10 @@ class Cache:
         ).fetchall()
         for run_id, n in per_run:
             self.values_per_run[run_id] += n
+        for run_id, name in self.con.execute(
+            f"SELECT DISTINCT run_id, name FROM _values WHERE lsn >= {first} AND replay_id = ''"
+        ).fetchall():
+            self.recorded_by_run.setdefault(run_id, set()).add(name)
 
     # --- records that change what is visible --------------------------------------------------
 

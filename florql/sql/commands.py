@@ -22,6 +22,7 @@ def query_main(args: Any) -> int:
         workers=args.workers,
         progress=sys.stderr.isatty(),
         persist=True,
+        tolerance=args.tolerance,
     )
     try:
         table = con.sql(args.sql).arrow()
@@ -48,23 +49,31 @@ def explain_main(args: Any) -> int:
 def explain_text(con: Connection, sql: str) -> str:
     """The explanation `florql explain` prints (see README)."""
     analysis = con.analyze(sql)
+    partial = con.partially_logged(analysis, con.catalog())
     lines = [f"views read: {', '.join(sorted(analysis.views)) or '(none)'}"]
     if analysis.names:
         described = [
-            f"{n} ({'not logged yet' if n in analysis.missing else 'logged'})"
-            for n in sorted(analysis.names)
+            f"{n} ({_status(n, analysis.missing, partial)})" for n in sorted(analysis.names)
         ]
         lines.append(f"variables: {', '.join(described)}")
     else:
         lines.append("variables: (none)")
     lines.append(f"selection: {analysis.selection.describe()}")
     lines += _runs_lines(con, analysis.selection)
-    if analysis.missing:
+    if analysis.missing or partial:
         lines.append("replay:")
-        lines += ["  " + line for line in _replay_plan(con, analysis).splitlines()]
+        lines += ["  " + line for line in _replay_plan(con, analysis, partial).splitlines()]
     else:
         lines.append("replay: nothing to replay (every variable is logged)")
     return "\n".join(lines) + "\n"
+
+
+def _status(name: str, missing: set[str], partial: set[str]) -> str:
+    if name in missing:
+        return "not logged yet"
+    if name in partial:
+        return "not logged by every run"
+    return "logged"
 
 
 def _runs_lines(con: Connection, selection: Any) -> list[str]:
@@ -107,7 +116,7 @@ def _ranges(values: list) -> str:
     return ", ".join(parts)
 
 
-def _replay_plan(con: Connection, analysis: Any) -> str:
+def _replay_plan(con: Connection, analysis: Any, partial: set[str]) -> str:
     try:
         from florql.replay import hindsight
     except ImportError:
@@ -115,5 +124,6 @@ def _replay_plan(con: Connection, analysis: Any) -> str:
     plan = getattr(hindsight, "plan", None)
     if plan is None:
         return "hindsight replay is not available in this installation"
-    names = sorted(analysis.missing)
-    return str(plan(con.store_path, names, analysis.selection).describe())
+    names = sorted(set(analysis.missing) | partial)
+    optional = partial - set(analysis.missing)
+    return str(plan(con.store_path, names, analysis.selection, optional=optional).describe())

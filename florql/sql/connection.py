@@ -102,6 +102,7 @@ class Connection:
         workers: int | None = None,
         progress: bool = False,
         persist: bool = False,
+        tolerance: float | None = None,
     ) -> None:
         from florql.cli import default_store
 
@@ -112,6 +113,9 @@ class Connection:
         self.workers = workers
         self.progress = progress
         self.persist = persist
+        self.tolerance = (
+            tolerance  # of replay's fidelity check (None: $FLORQL_REPLAY_TOLERANCE or 0)
+        )
         self._store: Any = None
         self._duck_con: duckdb.DuckDBPyConnection | None = None
         self._cache: Cache | None = None
@@ -187,6 +191,17 @@ class Connection:
         self.refresh()
         return analyze(query, self.catalog())
 
+    def partially_logged(self, analysis: Analysis, catalog: Catalog) -> set[str]:
+        """Names the query reads that some run it can select did not log itself (another run
+        did, or only a replay did): the current code of that run may log them now."""
+        runs = [r for r in catalog.runs if analysis.selection.admits(r, {})]
+        by_run = self.cache.recorded_by_run
+        return {
+            n
+            for n in analysis.names & catalog.names
+            if any(n not in by_run.get(r, ()) for r in runs)
+        }
+
     def sql(self, query: str) -> Relation:
         """Answer `query`; replays missing variables first unless replay is off.
 
@@ -197,7 +212,7 @@ class Connection:
         catalog = self.catalog()
         analysis = analyze(query, catalog)
         extra: set[str] = set()
-        replayed_only = (analysis.names & catalog.names) - self.cache.recorded_names
+        partial = self.partially_logged(analysis, catalog)
         report = resolve_missing(
             self.store_path,
             analysis.missing,
@@ -206,7 +221,8 @@ class Connection:
             replay=self.replay,
             workers=self.workers,
             progress=self.progress,
-            replayed_only=replayed_only,
+            partial=partial,
+            tolerance=self.tolerance,
         )
         if report is not None:
             self.refresh()
@@ -243,10 +259,15 @@ class Connection:
 
 
 def connect(
-    store: str | os.PathLike | None = None, *, replay: bool = True, workers: int | None = None
+    store: str | os.PathLike | None = None,
+    *,
+    replay: bool = True,
+    workers: int | None = None,
+    tolerance: float | None = None,
 ) -> Connection:
-    """Open a read-only connection to `store` (default `$FLORQL_STORE` or `./.florql`)."""
-    return Connection(store, replay=replay, workers=workers)
+    """Open a read-only connection to `store` (default `$FLORQL_STORE` or `./.florql`);
+    `tolerance` is that of replay's fidelity check (default: exact)."""
+    return Connection(store, replay=replay, workers=workers, tolerance=tolerance)
 
 
 _default: Connection | None = None

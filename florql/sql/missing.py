@@ -69,13 +69,16 @@ def resolve_missing(
     replay: bool,
     workers: int | None = None,
     progress: bool = False,
-    replayed_only: set[str] | frozenset[str] = frozenset(),
+    partial: set[str] | frozenset[str] = frozenset(),
+    tolerance: float | None = None,
 ) -> Any:
     """Replay what the query needs; return the replay report (None when nothing was asked).
 
-    `missing` are names no run logged; `replayed_only` are names that exist only through earlier
-    replays, which may not have covered the rows this query selects (the engine skips the
-    iterations already covered, so asking again costs a plan, not a replay).
+    `missing` are names no run logged; `partial` are names that some run the query can select
+    did not log itself (another run did, or only earlier replays did, which may not have
+    covered the rows this query selects). The engine replays a partial name only for runs
+    whose current code newly logs it and skips iterations already covered, so asking again
+    costs a plan, not a replay; a run that cannot log it stays NULL there, with no error.
 
     Raises:
         QueryError: a missing name while replay is off, the replay engine is not installed, or
@@ -84,7 +87,7 @@ def resolve_missing(
     """
     if missing and not replay:
         raise QueryError(not_logged_message(missing, catalog, "; replay is off (--no-replay)"))
-    if not replay or not (missing or replayed_only):
+    if not replay or not (missing or partial):
         return None
     ensure = _ensure_function()
     if ensure is None:
@@ -93,8 +96,16 @@ def resolve_missing(
                 not_logged_message(missing, catalog, "; hindsight replay is not available")
             )
         return None
-    names = sorted(set(missing) | set(replayed_only))
-    report = ensure(store_path, names, selection, workers=workers, progress=progress)
+    names = sorted(set(missing) | set(partial))
+    report = ensure(
+        store_path,
+        names,
+        selection,
+        workers=workers,
+        progress=progress,
+        optional=set(partial) - set(missing),
+        tolerance=tolerance,
+    )
     unresolved = set(_field(report, "unresolved", ()) or ()) & set(missing)
     if unresolved:
         raise QueryError(

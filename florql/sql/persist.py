@@ -25,7 +25,7 @@ from typing import Any
 
 import duckdb
 
-STATE_VERSION = 2  # 2: wide form (name columns in _contexts)
+STATE_VERSION = 3  # 2: wide form (name columns in _contexts); 3: names recorded per run
 
 
 def cache_dir() -> str:

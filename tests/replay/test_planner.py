@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from florql.replay.history import AFTER_LOOP, Checkpoint, Iteration, RunHistory, from_records
-from florql.replay.planner import plan_runs
+from florql.replay.planner import TASK_STARTUP_SECONDS, WARM_STARTUP_SECONDS, plan_runs
 from florql.replay.predicate import parse_where
 
 
@@ -161,3 +163,11 @@ def test_a_replay_that_never_ended_is_credited_with_the_iterations_it_stored() -
     assert h.covered("w") == {1}  # iteration 0 was never stored: it will be replayed
     p = plan_runs([(h, {"w"}, "outer", h.covered("w"))], parse_where(None).admits, 1)
     assert p.runs[0].selected == [0]
+
+
+def test_the_estimate_adds_a_worker_start_per_task_fresh_or_warm() -> None:
+    p = plan_runs([(_history(), {"g"}, "execute", set())], parse_where("epoch >= 2").admits, 1)
+    cold = p.estimate_seconds()
+    p.startup_seconds = WARM_STARTUP_SECONDS  # what prepare() sets when a warm server runs
+    saved = (TASK_STARTUP_SECONDS - WARM_STARTUP_SECONDS) * len(p.tasks)
+    assert len(p.tasks) >= 1 and cold - p.estimate_seconds() == pytest.approx(saved)

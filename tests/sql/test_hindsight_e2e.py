@@ -59,3 +59,46 @@ def test_a_variable_no_current_code_logs_is_a_clear_error(tmp_path) -> None:
     assert done.returncode == 2
     assert "no current script logs it" in done.stderr
     assert "did you mean `epoch_loss`?" in done.stderr
+
+
+def _wnorm_by_run(stdout: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for row in csv.DictReader(io.StringIO(stdout)):
+        out.setdefault(row["run_id"], []).append(row["wnorm"])
+    return out
+
+
+def test_a_variable_a_newer_run_logged_is_replayed_for_the_older_runs(tmp_path) -> None:
+    # The user adds `wnorm`, trains again, then asks for it across all runs: the older run's
+    # values are replayed, and equal the newer run's (same seed and args, CPU: exactly).
+    project = tmp_path / "project"
+    project.mkdir()
+    store = project / ".florql"
+    old = record(project, store, V1)
+    new = record(project, store, v2(step=False))
+    other = record(project, store, V1, name="other.py")  # another script; now unplaceable:
+    (project / "other.py").write_text(
+        V1.replace(
+            '    florql.log("epoch_loss", running)\n',
+            '    florql.log("epoch_loss", running)\n    florql.log("wnorm", undefined_name)\n',
+        )
+    )
+    sql = (
+        "SELECT run_id, epoch, wnorm FROM logs WHERE step IS NULL AND epoch IS NOT NULL "
+        "ORDER BY run_id, epoch"
+    )
+    done = florql_cli("query", "--store", str(store), "--format", "csv", sql, cwd=project)
+    assert done.returncode == 0, done.stderr
+    got = _wnorm_by_run(done.stdout)
+    assert len(got[new]) == 6 and all(got[new])
+    assert got[old] == got[new]
+    # The other script's new statement cannot be placed: a warning, its rows stay NULL.
+    assert f"run {other} is not replayed" in done.stderr and "undefined_name" in done.stderr
+    assert got[other] == [""] * 6
+    assert _count_replays(store) == 1  # only the older run of train.py
+    # Asking again, or for a variable every run logged, replays nothing.
+    again = florql_cli("query", "--store", str(store), "--format", "csv", sql, cwd=project)
+    assert again.returncode == 0 and _wnorm_by_run(again.stdout) == got
+    loss = florql_cli("query", "--store", str(store), "SELECT avg(loss) FROM logs", cwd=project)
+    assert loss.returncode == 0, loss.stderr
+    assert _count_replays(store) == 1

@@ -49,16 +49,16 @@ def test_a_name_asked_of_records_is_a_variable_too(store_path: str) -> None:
 def test_unresolved_names_from_ensure_are_a_query_error(store_path: str, monkeypatch) -> None:
     calls = []
 
-    def fake_ensure(path, names, selection, workers=None, progress=True):
-        calls.append((path, names, selection, workers))
+    def fake_ensure(path, names, selection, workers=None, progress=True, **kw):
+        calls.append((path, names, selection, workers, kw["tolerance"]))
         return SimpleNamespace(unresolved=set(names), replayed=0)
 
     monkeypatch.setattr(hindsight, "ensure", fake_ensure)
-    con = connect(store_path, workers=3)
+    con = connect(store_path, workers=3, tolerance=1e-6)
     with pytest.raises(QueryError, match="no current script logs it"):
         con.sql("SELECT epoch, weight_norm FROM logs WHERE epoch > 2")
-    [(path, names, selection, workers)] = calls
-    assert (path, names, workers) == (store_path, ["weight_norm"], 3)
+    [(path, names, selection, workers, tolerance)] = calls
+    assert (path, names, workers, tolerance) == (store_path, ["weight_norm"], 3, 1e-6)
     assert [selection.admits("r1", {"epoch": e}) for e in range(1, 5)] == [False, False, True, True]
     con.close()
 
@@ -66,7 +66,7 @@ def test_unresolved_names_from_ensure_are_a_query_error(store_path: str, monkeyp
 def test_replayed_values_answer_the_query_and_unselected_rows_are_null(
     store_path: str, monkeypatch
 ) -> None:
-    def fake_ensure(path, names, selection, workers=None, progress=True):
+    def fake_ensure(path, names, selection, workers=None, progress=True, **kw):
         # What the replay engine does: append the new values, one atomic frame per iteration.
         store = open_store(path)
         w = store.writer()
