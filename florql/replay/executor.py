@@ -11,7 +11,9 @@ first). A worker's outcome is its result file (docs/INTERFACES.md §3); a worker
 non-zero, or whose result carries `error`, has failed, and its stderr tail says why.
 
 `default_workers()` is the number of CPU cores, or the number of visible GPUs when CUDA is
-present; it does not import torch unless the caller already did.
+present; it does not import torch unless the caller already did. With several GPUs each worker
+slot gets one of them (`CUDA_VISIBLE_DEVICES`), so that the workers divide the GPUs rather
+than share the first.
 
 >>> import sys, tempfile
 >>> fake = [sys.executable, "-c", "import json,sys; t=json.load(open(sys.argv[1])); json.dump({'executed': [s['iteration'] for s in t['steps']]}, open(t['result_path'], 'w'))"]
@@ -72,7 +74,7 @@ def default_workers(threads_per_worker: int = 1) -> int:
     >>> default_workers(threads_per_worker=10**6)  # more threads than cores: one worker
     1
     """
-    gpus = _visible_gpus()
+    gpus = len(visible_gpu_ids())
     if gpus:
         return gpus
     try:
@@ -82,20 +84,26 @@ def default_workers(threads_per_worker: int = 1) -> int:
     return max(1, cores // max(1, threads_per_worker))
 
 
-def _visible_gpus() -> int:
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        try:
-            return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
-        except Exception:  # a broken CUDA install means "no GPU", not a failed replay
-            return 0
+def visible_gpu_ids() -> list[str]:
+    """The CUDA devices this process may use, as `CUDA_VISIBLE_DEVICES` names them ([] on a
+    CPU machine). Does not import torch; asks it only when the caller already did."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+        ids = []
+        for d in (d.strip() for d in visible.split(",")):
+            if not d or d == "-1":  # CUDA stops at the first invalid entry
+                break
+            ids.append(d)
+        return ids
+    torch = sys.modules.get("torch")
     try:
-        return len(os.listdir("/proc/driver/nvidia/gpus"))
-    except OSError:
-        return 0
+        if torch is not None:
+            n = int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+        else:
+            n = len(os.listdir("/proc/driver/nvidia/gpus"))
+    except Exception:  # a broken CUDA install means "no GPU", not a failed replay
+        return []
+    return [str(k) for k in range(n)]
 
 
 def run_tasks(
@@ -119,26 +127,33 @@ def run_tasks(
     """
     warm = command is None and _warm.enabled()
     cmd = list(command) if command else [sys.executable, "-m", WORKER_MODULE]
+    gpus = visible_gpu_ids()
+    free = list(range(max(1, workers)))  # worker slots; slot k uses GPU k when there are several
     pending = list(enumerate(tasks))
-    running: list[tuple[Any, Outcome, float, Any]] = []  # Popen or warm.WarmProcess
+    running: list[tuple[Any, Outcome, float, Any, int]] = []  # Popen or warm.WarmProcess
     done: list[Outcome] = []
     try:
         while pending or running:
-            while pending and len(running) < max(1, workers):
+            while pending and free:
                 i, task = pending.pop(0)
-                running.append(_start(i, dict(task), cmd, workdir, env, warm))
+                slot = free.pop(0)
+                extra = dict(env or {})
+                if len(gpus) > 1:  # one GPU per worker, so that the workers divide them
+                    extra["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+                running.append((*_start(i, dict(task), cmd, workdir, extra, warm), slot))
             time.sleep(poll_seconds)
             still = []
-            for proc, out, t0, err in running:
+            for proc, out, t0, err, slot in running:
                 if proc.poll() is None:
-                    still.append((proc, out, t0, err))
+                    still.append((proc, out, t0, err, slot))
                 else:
                     done.append(_finish(proc, out, t0, err))
+                    free.append(slot)
             running = still
             if on_poll is not None:
                 on_poll(done)
     finally:
-        for proc, _, _, err in running:  # interrupted: stop only the workers we started
+        for proc, _, _, err, _ in running:  # interrupted: stop only the workers we started
             proc.kill()
             proc.wait()
             err.close()

@@ -11,6 +11,8 @@ untouched by the server, so it starts where a fresh process starts), runs the ta
 with an ordinary interpreter exit (atexit handlers, thread joins).
 
 Lifetime: the first replay starts the server (in its own session, so it outlives the command);
+a server that cannot start (its log says why) leaves `KEY.sock.failed`, and replays in that
+environment use fresh interpreters until the file is removed;
 it exits after `FLORQL_WARM_SECONDS` (default 300) without a task, and removes its socket.
 `FLORQL_WARM_SECONDS=0` turns warm workers off: every task then starts a fresh interpreter.
 Only Linux (fork after `import torch` is what PyTorch's own DataLoader does there).
@@ -54,7 +56,11 @@ PRELOAD = ("torch", "torch._dynamo", "numpy", "florql.replay.worker", "florql.re
 # Differ between two commands of one shell, or are florql's runtime settings (read when used,
 # never at import): not part of the server's identity.
 _SPAWNED: list[subprocess.Popen] = []  # servers this process started: kept, reaped when done
-VOLATILE_ENV = {"PWD", "OLDPWD", "SHLVL", "_", "PYTEST_CURRENT_TEST", "COLUMNS", "LINES"}
+# CUDA_VISIBLE_DEVICES is read when CUDA starts, which only ever happens in a child (the server
+# checks that it never started CUDA itself), so the workers of one replay, one per GPU, share a
+# server.
+VOLATILE_ENV = {"PWD", "OLDPWD", "SHLVL", "_", "PYTEST_CURRENT_TEST", "COLUMNS", "LINES",
+                "CUDA_VISIBLE_DEVICES"}  # fmt: skip
 
 
 def idle_seconds() -> float:
@@ -201,6 +207,8 @@ def start_task(
     path = os.path.join(socket_dir(), f"{server_key(env)}.sock")
     conn = _connect(path)
     if conn is None:
+        if os.path.exists(path + ".failed"):  # not again on every replay: it costs a start
+            raise OSError(f"a warm server failed to start here before; see {path}.log")
         conn = _spawn_and_connect(path, env)
     umask = os.umask(0)
     os.umask(umask)
@@ -240,6 +248,8 @@ def _spawn_and_connect(path: str, env: dict[str, str]) -> socket.socket:
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             if proc.poll() is not None:
+                with open(path + ".failed", "w") as f:
+                    f.write(f"exit status {proc.returncode}\n")
                 raise OSError(f"warm worker server exited with {proc.returncode}; see {path}.log")
             if os.path.exists(path):
                 conn = _connect(path)
@@ -256,9 +266,15 @@ def _spawn_and_connect(path: str, env: dict[str, str]) -> socket.socket:
 def serve(path: str, idle: float) -> int | tuple[list[str], dict[str, Any]]:
     """Preload, listen at `path`, fork a child per request until idle. Returns the server's
     exit code, or, in a forked child, the request it must run."""
+    # A check that CUDA is there must not start it here: a CUDA context does not survive fork.
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     for name in PRELOAD:
         with contextlib.suppress(ImportError):
             __import__(name)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        print("florql: warm server: importing torch started CUDA; not forking", file=sys.stderr)
+        return 1
     tmp = f"{path}.{os.getpid()}.tmp"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(tmp)

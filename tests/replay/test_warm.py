@@ -141,3 +141,21 @@ def _wait_for(cond, timeout: float = 60.0) -> None:
     while not cond():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+def test_a_server_that_cannot_start_is_not_retried_and_workers_start_fresh(
+    probe_dir: Path, monkeypatch, capsys
+) -> None:
+    from florql.replay import executor
+
+    monkeypatch.setenv("FLORQL_WARM_DIR", tempfile.mkdtemp(prefix="fw-", dir="/tmp"))
+    monkeypatch.setattr(warm, "SERVER_MODULE", "florql_no_such_module")
+    with pytest.raises(OSError, match="exited with 1"):
+        _run(probe_dir, "f1")
+    with pytest.raises(OSError, match="failed to start here before"):  # no second attempt
+        _run(probe_dir, "f2")
+    # A replay then runs its workers as fresh interpreters: this task is malformed, and the
+    # fresh worker says so.
+    [out] = executor.run_tasks([{"steps": []}], 1, str(probe_dir))
+    assert out.returncode == 2 and "replay task has no 'replay_id'" in out.stderr
+    assert "warm replay workers unavailable" in capsys.readouterr().err

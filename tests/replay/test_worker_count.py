@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -25,7 +26,7 @@ def test_recorded_threads_is_the_most_any_selected_run_used() -> None:
 def test_default_workers_divides_cores_by_threads_per_worker(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(executor, "_visible_gpus", lambda: 0)
+    monkeypatch.setattr(executor, "visible_gpu_ids", lambda: [])
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
     assert executor.default_workers() == 8
     assert executor.default_workers(threads_per_worker=2) == 4
@@ -36,5 +37,31 @@ def test_default_workers_divides_cores_by_threads_per_worker(
 def test_default_workers_is_one_per_gpu_when_cuda_is_there(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(executor, "_visible_gpus", lambda: 3)
+    monkeypatch.setattr(executor, "visible_gpu_ids", lambda: ["0", "1", "2"])
     assert executor.default_workers(threads_per_worker=2) == 3
+
+
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    assert executor.visible_gpu_ids() == ["3", "1"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,-1,0")  # CUDA stops at an invalid entry
+    assert executor.visible_gpu_ids() == ["2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert executor.visible_gpu_ids() == []
+
+
+def test_with_several_gpus_each_worker_gets_its_own(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    monkeypatch.setattr(executor, "visible_gpu_ids", lambda: ["5", "7"])
+    fake = [
+        sys.executable,
+        "-c",
+        "import json, os, sys, time; t = json.load(open(sys.argv[1])); time.sleep(0.3); "
+        "json.dump({'gpu': os.environ.get('CUDA_VISIBLE_DEVICES')}, open(t['result_path'], 'w'))",
+    ]
+    outs = executor.run_tasks([{"steps": []} for _ in range(4)], 2, str(tmp_path), command=fake)
+    gpus = [o.result["gpu"] for o in outs]
+    assert all(o.ok for o in outs)
+    assert sorted(gpus[:2]) == ["5", "7"]  # the two started together got different GPUs
+    assert set(gpus) == {"5", "7"}
