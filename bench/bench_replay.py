@@ -1,7 +1,11 @@
 """Hindsight replay benchmark on the example workload (examples/train_cnn.py).
 
-    .venv/bin/python bench/bench_replay.py [--epochs 12] [--samples 3072] [--quick]
-                                           [--no-division] [--dir DIR]
+    .venv/bin/python bench/bench_replay.py [--epochs 12] [--samples 3072] [--width 1]
+                                           [--quick] [--per-epoch-only] [--no-division]
+                                           [--dir DIR]
+
+`--width 8 --samples 6144 --per-epoch-only`: a heavier model (8x the channels) whose epochs
+take seconds, like real training, for the per-epoch query only.
 
 In one run, on private copies of one recorded store (recorded at the default checkpoint
 policy):
@@ -170,12 +174,16 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--samples", type=int, default=3072)
     ap.add_argument("--quick", action="store_true", help="a small configuration (4 epochs)")
+    ap.add_argument("--width", type=int, default=1, help="the example's channel multiplier")
     ap.add_argument("--no-division", action="store_true", help="skip the 1-thread recording")
+    ap.add_argument("--per-epoch-only", action="store_true", help="skip the per-step rows")
     ap.add_argument("--dir", default=None)
     opts, _ = ap.parse_known_args(argv)
     if opts.quick:
         opts.epochs, opts.samples = 4, 1024
     args = ["--arg", f"epochs={opts.epochs}", "--arg", f"samples={opts.samples}"]
+    if opts.width != 1:
+        args += ["--arg", f"width={opts.width}"]
     root = Path(opts.dir or tempfile.mkdtemp(prefix="florql-bench-replay-"))
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
@@ -205,9 +213,10 @@ def main(argv: list[str]) -> int:
         half = opts.epochs // 2
         # Proportional to the epochs selected (1 worker), then divided across 2 workers.
         cases = [(opts.epochs - opts.epochs // 4, 1), (half, 1), (0, 1), (half, 2)]
-        rows += per_step_rows(t, run_id, oracle_id, full_s, current, cases, "")
+        if not opts.per_epoch_only:
+            rows += per_step_rows(t, run_id, oracle_id, full_s, current, cases, "")
         division: list[tuple] = []
-        if not opts.no_division:
+        if not (opts.no_division or opts.per_epoch_only):
             one = recorded_pair(root / "t1", [*args, "--arg", "threads=1"])
             division = per_step_rows(
                 root / "t1", one[0], one[2], one[3], one[4], [(half, 1), (half, 2)], ", 1-thread"
@@ -218,9 +227,7 @@ def main(argv: list[str]) -> int:
     subprocess.run([sys.executable, "-c", "import torch"], check=True)
     startup = time.perf_counter() - t0
 
-    print(
-        f"workload: examples/train_cnn.py --arg epochs={opts.epochs} --arg samples={opts.samples}"
-    )
+    print(f"workload: examples/train_cnn.py {' '.join(args)}")
     print(
         f"{'what':<58} {'seconds':>8} {'speedup':>8} {'iters':>6} {'inner':>6} {'tasks':>5} exact"
     )

@@ -27,6 +27,7 @@ samples = florql.arg("samples", 2560)
 batch_size = florql.arg("batch_size", 64)
 lr = florql.arg("lr", 0.05)
 seed = florql.arg("seed", 0)
+width = florql.arg("width", 1)  # channels x width: a heavier model, epochs as long as real ones
 # torch's intra-op threads; a replay keeps the recorded count (it changes float reductions).
 threads = florql.arg("threads", max(1, min(2, os.cpu_count() or 1)))
 torch.set_num_threads(threads)
@@ -43,12 +44,12 @@ def make_data(n: int, patterns: torch.Tensor, generator: torch.Generator) -> Ten
 
 
 class Net(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, width: int = 1) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
-        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.conv1 = nn.Conv2d(1, 8 * width, 3, padding=1)
+        self.conv2 = nn.Conv2d(8 * width, 16 * width, 3, padding=1)
         self.drop = nn.Dropout(0.25)
-        self.fc1 = nn.Linear(16 * 7 * 7, 64)
+        self.fc1 = nn.Linear(16 * width * 7 * 7, 64)
         self.fc2 = nn.Linear(64, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,7 +77,7 @@ test_set = make_data(max(256, samples // 4), class_patterns, data_gen)
 train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, num_workers=0)
 test_loader = DataLoader(test_set, batch_size=256, shuffle=False, num_workers=0)
 
-model = Net()
+model = Net(width)
 optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
 scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=4, gamma=0.5)
 loss_fn = nn.CrossEntropyLoss()
