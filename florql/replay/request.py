@@ -121,10 +121,18 @@ def prepare(
     optional = set(optional)
     infos = store.runs()
     ids = chosen_runs(infos, runs)
-    nworkers = workers or executor.default_workers(_recorded_threads(infos, ids))
+    threads = _recorded_threads(infos, ids)
+    nworkers = workers or executor.default_workers(threads)
     if nworkers < 1:
         raise BadInputError(f"--workers must be at least 1, not {nworkers}")
     warnings: list[str] = []
+    fits = executor.default_workers(threads)
+    if nworkers > fits and not executor.visible_gpu_ids():
+        warnings.append(
+            f"{nworkers} workers x {threads} torch threads (the count the runs recorded, which "
+            f"a bit-exact replay keeps) exceed this machine's cores: the workers will compete "
+            f"and replay slower than --workers {fits}"
+        )
     splices: dict[str, Splice] = {}
     cache: dict[tuple, Splice] = {}
     for rid in ids:

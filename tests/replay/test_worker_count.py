@@ -65,3 +65,19 @@ def test_with_several_gpus_each_worker_gets_its_own(
     assert all(o.ok for o in outs)
     assert sorted(gpus[:2]) == ["5", "7"]  # the two started together got different GPUs
     assert set(gpus) == {"5", "7"}
+
+
+def test_more_workers_than_the_recorded_threads_fit_is_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from florql.replay.predicate import parse_where
+    from florql.replay.request import prepare
+
+    monkeypatch.setattr(executor, "visible_gpu_ids", lambda: [])
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)))
+    run = SimpleNamespace(meta={}, end={"stats": {"torch_threads": 2}}, status="finished")
+    store = SimpleNamespace(runs=lambda: {"a": run}, path="/nowhere")
+    ok = prepare(store, ["g"], parse_where(None), 2)
+    assert not any("exceed" in w for w in ok.warnings)  # 2 x 2 threads on 4 cores
+    crowded = prepare(store, ["g"], parse_where(None), 3)
+    assert any("3 workers x 2 torch threads" in w and "--workers 2" in w for w in crowded.warnings)
