@@ -47,6 +47,7 @@ from florql.replay.request import (
     current_sources,
     prepare,
     script_rel,
+    two_passes,
 )
 
 __all__ = ["HindsightPlan", "Report", "current_sources", "discover", "ensure", "plan", "prepare"]
@@ -103,9 +104,10 @@ def plan(
 
     store = Store.open(os.path.abspath(store_path), create=False)
     try:
-        return prepare(
+        hp, _later = two_passes(
             store, names, selection, workers, script=script, runs=runs, optional=optional
         )
+        return hp
     finally:
         store.close()
 
@@ -172,7 +174,9 @@ def ensure(
     store_path = os.path.abspath(store_path)
     store = Store.open(store_path, create=False)
     try:
-        hp = prepare(store, names, selection, workers, script=script, runs=runs, optional=optional)
+        hp, later = two_passes(
+            store, names, selection, workers, script=script, runs=runs, optional=optional
+        )
         report = Report(unresolved=hp.unresolved, warnings=list(hp.warnings))
         report.other_edits = hp.other_edits
         if hp.plan.tasks:
@@ -185,10 +189,39 @@ def ensure(
             _execute(store, store_path, hp, report, progress, tolerance, worker_command)
     finally:
         store.close()
-    report.seconds = time.monotonic() - t0
     for w in report.warnings:
         print(f"florql: warning: {w}", file=sys.stderr)
+    if later:  # names after the outer loop, now that the names inside it are stored
+        rest = ensure(store_path, later, selection, workers, progress, script=script, runs=runs,
+                      tolerance=tolerance, worker_command=worker_command, optional=optional)  # fmt: skip
+        report = _merged(report, rest)
+    report.seconds = time.monotonic() - t0
     return report
+
+
+def _merged(a: Report, b: Report) -> Report:
+    """Two passes of one request as one report."""
+    fid = {
+        "checked": a.fidelity["checked"] + b.fidelity["checked"],
+        "matched": a.fidelity["matched"] + b.fidelity["matched"],
+        "first_mismatch": a.fidelity["first_mismatch"] or b.fidelity["first_mismatch"],
+    }
+    executed = dict(a.executed)
+    for rid, its in b.executed.items():
+        executed[rid] = sorted(set(executed.get(rid, [])) | set(its))
+    return Report(
+        unresolved=a.unresolved | b.unresolved,  # the passes asked for different names
+        replayed_values=a.replayed_values + b.replayed_values,
+        iterations=a.iterations + b.iterations,
+        inner_iterations=a.inner_iterations + b.inner_iterations,
+        runs=list(dict.fromkeys(a.runs + b.runs)),
+        fidelity=fid,
+        diverged=a.diverged or b.diverged,
+        warnings=a.warnings + [w for w in b.warnings if w not in a.warnings],
+        other_edits=list(dict.fromkeys(a.other_edits + b.other_edits)),
+        tasks=a.tasks + b.tasks,
+        executed=executed,
+    )
 
 
 def _execute(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from florql.errors import BadInputError, ReplayError
@@ -50,6 +50,9 @@ class HindsightPlan:
     plan: planner.Plan
     unresolved: set[str]
     warnings: list[str]
+    # Names logged after the outer loop while other wanted names are logged inside it: a
+    # request replays the others first, then these (`two_passes`).
+    second_pass: set[str] = field(default_factory=set)
 
     @property
     def other_edits(self) -> list[str]:
@@ -168,11 +171,12 @@ def prepare(
     histories = _histories(store, admitted, infos)
     jobs: dict[str, RunJob] = {}
     wants = []
+    second: set[str] = set()
     for rid in admitted:
         s, h = splices[rid], histories[rid]
-        placement, note = _placement(s, h)
-        if note:
-            warnings.append(note)
+        placement, after = _placement(s, h)
+        if (s.names & set(wanted)) - after:  # mixed: those after the loop wait for a 2nd pass
+            second |= after & set(wanted)
         run_names = s.names & set(wanted)
         done = set.intersection(*(h.covered(n) for n in run_names)) if run_names else set()
         recorded_names = set().union(
@@ -191,7 +195,13 @@ def prepare(
     warnings += p.warnings
     jobs = {rid: job for rid, job in jobs.items() if any(r.run_id == rid for r in p.runs)}
     return HindsightPlan(
-        store.path if hasattr(store, "path") else "", wanted, jobs, p, unresolved, warnings
+        store.path if hasattr(store, "path") else "",
+        wanted,
+        jobs,
+        p,
+        unresolved,
+        warnings,
+        second,
     )
 
 
@@ -212,6 +222,24 @@ def _mentioned(
             continue
         out |= {n for n in names if f'"{n}"' in text or f"'{n}'" in text}
     return out
+
+
+def two_passes(
+    store: Any, names: Iterable[str], selection: Any, workers: int | None, **kw: Any
+) -> tuple[HindsightPlan, set[str]]:
+    """`prepare`, but when some runs log wanted names both inside the outer loop and after it,
+    the plan of the names inside it, and the names after it (for a second request once the
+    first is done: replaying both in one pass would need the whole loop)."""
+    hp = prepare(store, names, selection, workers, **kw)
+    later = hp.second_pass
+    if not later or not set(hp.names) - later:
+        return hp, set()
+    first = prepare(store, set(hp.names) - later, selection, workers, **kw)
+    first.warnings.append(
+        f"{', '.join(sorted(later))} (logged after the outer loop) replay in a second pass, "
+        "after the names logged inside it"
+    )
+    return first, later
 
 
 def current_sources(meta: dict[str, Any], script: str | None) -> dict[str, str | None]:
@@ -279,25 +307,23 @@ def _run_of(body: Any) -> str | None:
     return None
 
 
-def _placement(s: Splice, h: history.RunHistory) -> tuple[str, str | None]:
-    """How a run's new statements replay: "outer", "execute" or "after" (see planner.py)."""
+def _placement(s: Splice, h: history.RunHistory) -> tuple[str, set[str]]:
+    """How a run's new statements replay: "outer", "execute" or "after" (see planner.py), and
+    the names of statements after the outer loop when others sit inside it (those replay in a
+    second pass, `HindsightPlan.second_pass`)."""
     kinds = set()
+    after: set[str] = set()
     for st in s.statements:
         if st.loops == ():
             kinds.add("after")
+            after |= set(st.names)
         elif st.loops and st.loops[0] == h.outer and st.after_inner:
             kinds.add("outer")
         else:
             kinds.add("execute")
     if kinds == {"after"}:
-        return "after", None
-    note = None
-    if "after" in kinds:
-        note = (
-            f"run {h.run_id}: statements outside the {h.outer} loop are replayed only together "
-            "with it; ask for them separately"
-        )
-    return ("execute" if "execute" in kinds else "outer"), note
+        return "after", set()
+    return ("execute" if "execute" in kinds else "outer"), after
 
 
 def _span(selected: list[int]) -> str:

@@ -232,3 +232,27 @@ def test_a_killed_worker_keeps_whole_iterations_and_a_retry_fills_only_the_rest(
     assert report.iterations == 3
     stored = values(fresh.store, fresh.run_id, {"k"}, replayed=True)
     assert sorted(v for vs in stored.values() for v in vs) == [0, 1, 2, 3, 4, 5]  # no duplicates
+
+
+FINAL_STMT = '\nflorql.log("final_w", float(sum(p.detach().norm() for p in model.parameters())))\n'
+
+
+def test_statements_inside_and_after_the_outer_loop_replay_together(
+    fresh, script, tmp_path: Path
+) -> None:
+    # One request for a per-step name and a name logged once after training: the per-step
+    # one replays first, the final one in a second pass; both equal a full re-run.
+    text = v2(epoch=False) + FINAL_STMT
+    oracle_dir = tmp_path / "o"
+    oracle_dir.mkdir()
+    oracle_id = record(oracle_dir, oracle_dir / ".florql", text)
+    want = values(oracle_dir / ".florql", oracle_id, {"gnorm", "final_w"})
+    report = _ensure(fresh.store, ["gnorm", "final_w"], ALL, script(text))
+    assert report.unresolved == set() and not report.diverged
+    assert any("second pass" in w for w in report.warnings)
+    got = _replayed(fresh, {"gnorm", "final_w"})
+    assert got == want
+    assert [k for k in got if k[0] == "final_w"] == [("final_w", ())]  # once, outside the loop
+    # Both are stored now: asking again replays nothing.
+    again = _ensure(fresh.store, ["gnorm", "final_w"], ALL, script(text))
+    assert again.tasks == 0
