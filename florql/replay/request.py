@@ -89,11 +89,10 @@ class HindsightPlan:
             lines.append("nothing to replay: every selected value is already stored")
         else:
             est = self.plan.estimate_seconds()
-            warm = self.plan.startup_seconds < planner.TASK_STARTUP_SECONDS
+            how = "warm server running" if self.plan.warm else "fresh workers: they import torch"
             lines.append(
-                f"estimate: {est:.1f}s with {self.plan.workers} worker(s) "
-                f"({'warm server running' if warm else 'fresh workers'}; the set-up before "
-                f"the loop as recorded); re-training these runs took {full:.1f}s"
+                f"estimate: {est:.1f}s with {self.plan.workers} worker(s) ({how}); "
+                f"re-training these runs took {full:.1f}s"
             )
         if self.other_edits:
             lines.append(
@@ -190,8 +189,7 @@ def prepare(
                 f"diverged from the recording when they were replayed ({r.replay_id})"
             )
     p = planner.plan_runs(wants, selection.admits, nworkers)
-    if executor.warm_server_running():
-        p.startup_seconds = planner.WARM_STARTUP_SECONDS
+    p.warm = executor.warm_server_running()
     warnings += p.warnings
     jobs = {rid: job for rid, job in jobs.items() if any(r.run_id == rid for r in p.runs)}
     return HindsightPlan(

@@ -166,8 +166,10 @@ def test_a_replay_that_never_ended_is_credited_with_the_iterations_it_stored() -
 
 
 def test_the_estimate_adds_a_worker_start_per_task_fresh_or_warm() -> None:
+    # _history() recorded a 2 s set-up: a fresh worker takes its own start, a warm one almost
+    # nothing, per task.
     p = plan_runs([(_history(), {"g"}, "execute", set())], parse_where("epoch >= 2").admits, 1)
     cold = p.estimate_seconds()
-    p.startup_seconds = WARM_STARTUP_SECONDS  # what prepare() sets when a warm server runs
+    p.warm = True  # what prepare() sets when a warm server runs
     saved = (TASK_STARTUP_SECONDS - WARM_STARTUP_SECONDS) * len(p.tasks)
     assert len(p.tasks) >= 1 and cold - p.estimate_seconds() == pytest.approx(saved)
