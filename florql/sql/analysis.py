@@ -7,6 +7,7 @@ read-only query (`safety.py`), and returns an `Analysis`:
   through CTEs and subqueries; `SELECT *` on `logs` names them all) and the names a
   `WHERE name = '...'` / `name IN (...)` filter asks for on `records` (`names_in_records`);
 - `missing`: those no run logged (hindsight candidates);
+- `named`: those the query spells out rather than reaching only through `SELECT *`;
 - `selection`: a `Selection` (see `selection.py`) of the runs and loop values the query can
   select, from the WHERE and JOIN ON predicates on `run_id` and loop columns, after sqlglot
   pushed predicates down through subqueries and CTEs where that is sound.
@@ -22,8 +23,8 @@ from DuckDB's error text.
 >>> sorted(a.names), sorted(a.missing), a.selection.describe()
 (['loss'], [], 'epoch > 5')
 >>> a = analyze("WITH x AS (SELECT * FROM logs) SELECT grad_norm FROM x WHERE run_id = 'r1'", cat)
->>> sorted(a.names), sorted(a.missing), a.selection.admits("r2", {"epoch": 1})
-(['acc', 'grad_norm', 'loss'], ['grad_norm'], False)
+>>> sorted(a.names), sorted(a.missing), sorted(a.named), a.selection.admits("r2", {"epoch": 1})
+(['acc', 'grad_norm', 'loss'], ['grad_norm'], ['grad_norm'], False)
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class Analysis:
     missing: set[str] = field(default_factory=set)
     names_in_records: set[str] = field(default_factory=set)
     selection: sel.Selection = field(default_factory=sel.Always)
+    # The names the query spells out (not only through `SELECT *`): what it asks for by name.
+    named: set[str] = field(default_factory=set)
 
 
 def analyze(sql: str, catalog: Catalog) -> Analysis:
@@ -83,6 +86,8 @@ def analyze(sql: str, catalog: Catalog) -> Analysis:
     if isinstance(statement, exp.Describe) and "logs" in analysis.views:
         analysis.names |= set(catalog.names)
     analysis.missing = {n for n in analysis.names if n not in catalog.names}
+    spelled = {r.lower() for r in raw_names}
+    analysis.named = {n for n in analysis.names if n.lower() in spelled} | analysis.names_in_records
     analysis.selection = _selection(qualified, catalog)
     return analysis
 

@@ -192,13 +192,14 @@ class Connection:
         return analyze(query, self.catalog())
 
     def partially_logged(self, analysis: Analysis, catalog: Catalog) -> set[str]:
-        """Names the query reads that some run it can select did not log itself (another run
-        did, or only a replay did): the current code of that run may log them now."""
+        """Names the query asks for by name that some run it can select did not log itself
+        (another run did, or only a replay did): the current code of that run may log them
+        now. `SELECT *` alone never starts a replay."""
         runs = [r for r in catalog.runs if analysis.selection.admits(r, {})]
         by_run = self.cache.recorded_by_run
         return {
             n
-            for n in analysis.names & catalog.names
+            for n in analysis.named & catalog.names
             if any(n not in by_run.get(r, ()) for r in runs)
         }
 

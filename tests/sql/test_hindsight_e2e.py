@@ -83,6 +83,10 @@ def test_a_variable_a_newer_run_logged_is_replayed_for_the_older_runs(tmp_path) 
             '    florql.log("epoch_loss", running)\n    florql.log("wnorm", undefined_name)\n',
         )
     )
+    # A look at every column names `wnorm` only through `*`: that replays nothing.
+    peek = florql_cli("query", "--store", str(store), "SELECT * FROM logs LIMIT 3", cwd=project)
+    assert peek.returncode == 0, peek.stderr
+    assert _count_replays(store) == 0
     sql = (
         "SELECT run_id, epoch, wnorm FROM logs WHERE step IS NULL AND epoch IS NOT NULL "
         "ORDER BY run_id, epoch"
