@@ -237,6 +237,12 @@ def _spawn_and_connect(path: str, env: dict[str, str]) -> socket.socket:
             return conn
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a dead server's socket
+        if sys.stderr.isatty():  # a few quiet seconds otherwise
+            print(
+                "florql: starting a warm replay server (it imports torch once, then stays up "
+                f"{idle_seconds():.0f} s after the last replay)",
+                file=sys.stderr,
+            )
         _SPAWNED[:] = [p for p in _SPAWNED if p.poll() is None]
         with open(path + ".log", "ab") as log:
             proc = subprocess.Popen(
