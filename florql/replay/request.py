@@ -234,8 +234,9 @@ def two_passes(
         return hp, set()
     first = prepare(store, set(hp.names) - later, selection, workers, **kw)
     first.warnings.append(
-        f"{', '.join(sorted(later))} (logged after the outer loop) replay in a second pass, "
-        "after the names logged inside it"
+        f"{', '.join(sorted(later))} (logged after the outer loop) "
+        f"{'replays' if len(later) == 1 else 'replay'} in a second pass, after the names "
+        "logged inside it"
     )
     return first, later
 
