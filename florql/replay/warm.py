@@ -78,18 +78,19 @@ def enabled() -> bool:
 
 def server_key(env: dict[str, str]) -> str:
     """Identity of a server that may run tasks for a caller with environment `env`."""
+    import florql_storage
+
     import florql
 
     # The interpreter (`python` and `python3` in one venv are the same) and its environment.
     h = hashlib.sha256(f"{os.path.realpath(sys.executable)}\0{sys.prefix}".encode())
-    roots = [os.path.dirname(os.path.abspath(p)) for p in florql.__path__]
-    for root in sorted(set(roots)):
-        for pkg in ("florql", "storage"):
-            for dirpath, _dirs, files in sorted(os.walk(os.path.join(root, pkg))):
-                for name in sorted(files):
-                    if name.endswith(".py"):
-                        st = os.stat(os.path.join(dirpath, name))
-                        h.update(f"{dirpath}/{name}:{st.st_mtime_ns}:{st.st_size}".encode())
+    packages = [*florql.__path__, os.path.dirname(os.path.abspath(florql_storage.__file__))]
+    for package in sorted({os.path.abspath(p) for p in packages}):
+        for dirpath, _dirs, files in sorted(os.walk(package)):
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    st = os.stat(os.path.join(dirpath, name))
+                    h.update(f"{dirpath}/{name}:{st.st_mtime_ns}:{st.st_size}".encode())
     for k in sorted(env):
         if k not in VOLATILE_ENV and not k.startswith("FLORQL_"):
             h.update(f"\0{k}={env[k]}".encode())

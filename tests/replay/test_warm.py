@@ -104,6 +104,22 @@ def test_servers_are_keyed_by_environment_not_by_volatile_variables() -> None:
     assert warm.server_key({**base, "PYTHONHASHSEED": "0"}) != key
 
 
+def test_servers_are_keyed_by_the_florql_code_they_preloaded() -> None:
+    # A changed florql or florql_storage file (an upgrade, an edit) means a new server.
+    import florql_storage
+
+    base = {"PATH": "/usr/bin"}
+    path = florql_storage.__file__
+    st = os.stat(path)
+    key = warm.server_key(base)
+    try:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+        assert warm.server_key(base) != key
+    finally:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert warm.server_key(base) == key
+
+
 def test_a_dead_servers_socket_is_replaced_and_an_idle_server_exits(
     probe_dir: Path, monkeypatch
 ) -> None:
