@@ -137,14 +137,36 @@ class Checkpointer:
         is_last: bool,
     ) -> bool:
         """Maybe checkpoint now; True when a checkpoint was queued."""
+        job = self.hold(
+            seq=seq, ctx=ctx, phase=phase, found_vars=found_vars, iteration=iteration,
+            is_last=is_last,
+        )  # fmt: skip
+        if job is None:
+            return False
+        self.commit(job)
+        return True
+
+    def hold(
+        self,
+        *,
+        seq: int,
+        ctx: tuple,
+        phase: str,
+        found_vars: dict[str, Any],
+        iteration: int,
+        is_last: bool,
+    ) -> tuple | None:
+        """Maybe snapshot the state now, without writing it yet: the job to `commit` (write) or
+        `discard` once the caller knows whether the state is one to keep (None: no
+        checkpoint now)."""
         if self._error is not None:
             raise self._error
         if not self.policy.should(iteration, is_last):
-            return False
+            return None
         snap = self._snapshot_buffer(wait=is_last or bool(self.policy.every))
         if snap is None:
             self.skipped += 1
-            return False
+            return None
         t0 = time.perf_counter()
         skels, tensors = capture.state_skeletons(self.session.objects)
         var_skel = _encode_vars(found_vars, tensors)
@@ -163,9 +185,16 @@ class Checkpointer:
         self.stalls.append(stall)
         self.policy.taken(stall)
         self._maybe_shrink_pool(snap.nbytes)
+        return (meta, blobs, snap)
+
+    def commit(self, job: tuple) -> None:
+        """Queue a held snapshot for the background writer."""
         self._ensure_thread()
-        self._jobs.put((meta, blobs, snap))
-        return True
+        self._jobs.put(job)
+
+    def discard(self, job: tuple) -> None:
+        """Drop a held snapshot (its buffer is free again)."""
+        self._free.put(job[2])
 
     def _snapshot_buffer(self, wait: bool) -> capture.Snapshot | None:
         try:

@@ -149,7 +149,7 @@ class ReplaySession(Session):
         self.restore(ckpt, frame)
         return True
 
-    def inner_end(self, outer: _Loop, frame: FrameType) -> None:
+    def inner_end(self, outer: _Loop, frame: FrameType, closed: bool = False) -> None:
         pass
 
     def outer_end(self, lp: _Loop, frame: FrameType) -> None:

@@ -11,7 +11,9 @@ group commit. Every record of the run takes the next value of the run's `seq` co
 Loop machinery: the first top-level `florql.loop` is the *outer* loop. At each of its iterations
 the session records LOOP and RNG; when the first inner loop of the iteration ends it records
 LOOP_END, the script variables (STATE) and offers a checkpoint (phase `inner_end`); an iteration
-without an inner loop offers one when it ends (`iter_end`). Subclasses change the behaviour at
+without an inner loop offers one when it ends (`iter_end`). An inner loop left by `break` looks
+like one unwound by an exception (the loop's generator is closed either way), so its checkpoint
+is snapshotted then but written only when the outer iteration ends normally. Subclasses change the behaviour at
 these hooks: `ResumeSession` fast-forwards to a checkpoint, `florql.replay_session` runs replay
 tasks.
 
@@ -199,6 +201,7 @@ class Session:
         self._outer_seen = False
         self._begun = False
         self._ended = False
+        self._held: Any = None  # a checkpoint snapshotted at a closed inner loop (`inner_end`)
         self._failure: BaseException | None = None
         self._drain_lock = threading.Lock()
         self._stop = threading.Event()
@@ -295,6 +298,9 @@ class Session:
         if error is None and self._failure is not None:
             error = "".join(traceback.format_exception_only(self._failure)).strip()
         if self.checkpointer is not None:
+            if self._held is not None:  # its iteration never ended: the script failed in it
+                self.checkpointer.discard(self._held)
+                self._held = None
             self.checkpointer.close()
         self._stop.set()
         if self._flusher is not None:
@@ -459,16 +465,16 @@ class Session:
                     self.inner_iterations += 1
                 yield item
         except GeneratorExit:
-            # `break`, or an exception unwinding the script: no STATE/checkpoint, since the two
-            # cannot be told apart here and a failing iteration must not be checkpointed.
+            # `break`, or an exception unwinding the script: the two cannot be told apart here,
+            # so the checkpoint is only held, and written when the iteration ends normally.
             closed = True
             raise
         finally:
             self._ctx = parent
             self._stack.pop()
             self.emit(LOOP_END, lambda s: [self.run_id, s, name, parent, i + 1, time.time()])
-            if outer is not None and first and not closed and not self._ended:
-                self.inner_end(outer, sys._getframe(1))
+            if outer is not None and first and not self._ended:
+                self.inner_end(outer, sys._getframe(1), closed)
 
     # --- hooks (record mode) -------------------------------------------------------------------
 
@@ -493,21 +499,26 @@ class Session:
         """Called when the first inner loop of an outer iteration starts; True skips it."""
         return False
 
-    def inner_end(self, outer: _Loop, frame: FrameType) -> None:
+    def inner_end(self, outer: _Loop, frame: FrameType, closed: bool = False) -> None:
+        """The first inner loop of an outer iteration ended (`closed`: by `break`, or by an
+        exception on its way out of the script, which only the iteration's end tells apart)."""
         if self.muted:
             return
         t = time.perf_counter()
         ctx = self._ctx
         found = scriptvars.read(frame, self.var_names)
         loggable = {k: to_loggable(k, v) for k, v in found.items() if _is_plain(v)}
-        if loggable:
+        if loggable and not closed:
             self.emit(
                 STATE, lambda s: {"run_id": self.run_id, "seq": s, "ctx": ctx, "vars": loggable}
             )
         self.fg_seconds += time.perf_counter() - t
-        self._offer_checkpoint(outer, "inner_end", found)
+        self._offer_checkpoint(outer, "inner_end", found, hold=closed)
 
     def outer_end(self, lp: _Loop, frame: FrameType) -> None:
+        held, self._held = self._held, None
+        if held is not None and self.checkpointer is not None:
+            self.checkpointer.commit(held)  # the `break` was a break: the iteration went on
         if not lp.had_inner and not self.muted and not self._ended:
             self._offer_checkpoint(lp, "iter_end", {})
 
@@ -518,13 +529,17 @@ class Session:
         """Recording runs every statement; a replay may answer True (florql/replay_session)."""
         return False
 
-    def _offer_checkpoint(self, outer: _Loop, phase: str, found_vars: dict[str, Any]) -> None:
+    def _offer_checkpoint(
+        self, outer: _Loop, phase: str, found_vars: dict[str, Any], hold: bool = False
+    ) -> None:
+        """Checkpoint now if the policy agrees; with `hold`, snapshot now but write only at
+        the end of the outer iteration (`outer_end`), dropping it if the script fails first."""
         if self.checkpointer is None or not self.objects:
             return
         if not self._begun:
             self._begin()
         is_last = outer.total is not None and outer.iteration == outer.total - 1
-        self.checkpointer.offer(
+        job = self.checkpointer.hold(
             seq=_peek(self),
             ctx=((outer.name, outer.iteration, outer.value),),
             phase=phase,
@@ -532,6 +547,12 @@ class Session:
             iteration=outer.iteration,
             is_last=is_last,
         )
+        if job is None:
+            return
+        if hold:
+            self._held = job
+        else:
+            self.checkpointer.commit(job)
 
     # --- restore (resume and replay) -------------------------------------------------------------
 

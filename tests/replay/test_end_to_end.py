@@ -12,7 +12,10 @@ from florql.replay.predicate import parse_where
 from tests.replay.conftest import (
     V1,
     Recorded,
+    checkpoint_iterations,
+    florql_cli,
     record,
+    runs,
     v2,
     values,
 )
@@ -256,3 +259,46 @@ def test_statements_inside_and_after_the_outer_loop_replay_together(
     # Both are stored now: asking again replays nothing.
     again = _ensure(fresh.store, ["gnorm", "final_w"], ALL, script(text))
     assert again.tasks == 0
+
+
+LOSS_LINE = '        florql.log("loss", loss.item())\n'
+
+
+def test_an_inner_loop_left_by_break_is_checkpointed_and_replays_exactly(
+    tmp_path: Path, script
+) -> None:
+    # Early stopping inside the epoch: the checkpoint is taken where the loop was left, written
+    # once the epoch goes on normally, and replay skips or re-executes from it as usual.
+    base = V1.replace(LOSS_LINE, LOSS_LINE + "        if step == 2:\n            break\n")
+    project, oracle_dir = tmp_path / "p", tmp_path / "o"
+    project.mkdir()
+    oracle_dir.mkdir()
+    store = project / ".florql"
+    run_id = record(project, store, base)
+    assert checkpoint_iterations(store, run_id) == list(range(6))
+    new = v2(base=base)
+    oracle_id = record(oracle_dir, oracle_dir / ".florql", new)
+    want = values(oracle_dir / ".florql", oracle_id, STEP_NAMES | EPOCH_NAMES)
+    per_epoch = _ensure(store, ["wnorm", "running2"], ALL, script(new))
+    assert per_epoch.executed == {run_id: []}  # every epoch restored, no inner loop re-run
+    per_step = _ensure(store, ["gnorm"], parse_where("epoch >= 3"), script(new))
+    assert per_step.executed == {run_id: [3, 4, 5]}
+    got = _replayed(Recorded(project, store, run_id), STEP_NAMES | EPOCH_NAMES)
+    assert got == {k: v for k, v in want.items() if k[0] != "gnorm" or k[1][0][1] >= 3}
+    assert len([k for k in got if k[0] == "gnorm"]) == 3 * 3  # three steps before the break
+
+
+def test_an_iteration_that_fails_inside_its_inner_loop_is_not_checkpointed(
+    tmp_path: Path,
+) -> None:
+    crash = "        if epoch == 2 and step == 1:\n            raise RuntimeError('boom')\n"
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "train.py").write_text(V1.replace(LOSS_LINE, LOSS_LINE + crash))
+    done = florql_cli(
+        "record", "--store", str(project / ".florql"), "--overhead", "1.0", "train.py",
+        cwd=project,
+    )  # fmt: skip
+    assert done.returncode == 1 and "boom" in done.stderr
+    (run_id,) = runs(project / ".florql")
+    assert checkpoint_iterations(project / ".florql", run_id) == [0, 1]
