@@ -126,21 +126,9 @@ class Checkpointer:
         if self.policy.start is None:
             self.policy.start = now
 
-    def offer(
-        self,
-        *,
-        seq: int,
-        ctx: tuple,
-        phase: str,
-        found_vars: dict[str, Any],
-        iteration: int,
-        is_last: bool,
-    ) -> bool:
-        """Maybe checkpoint now; True when a checkpoint was queued."""
-        job = self.hold(
-            seq=seq, ctx=ctx, phase=phase, found_vars=found_vars, iteration=iteration,
-            is_last=is_last,
-        )  # fmt: skip
+    def offer(self, **where: Any) -> bool:
+        """Maybe checkpoint now (`hold`, then `commit`); True when a checkpoint was queued."""
+        job = self.hold(**where)
         if job is None:
             return False
         self.commit(job)
