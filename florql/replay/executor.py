@@ -2,10 +2,10 @@
 
 Each task is written to `TASK.json` in a private folder and run as
 `sys.executable -m florql.replay.worker TASK.json` (the same interpreter as the caller, never a
-bare `python`), with stdin closed so nothing can prompt, stdout and stderr captured to files. By default the
-worker is a fork of a warm server that has already imported torch (`florql.replay.warm`; the
-same interpreter, environment and folder, without the 3-5 s start); where none can be had, a
-fresh interpreter runs it.
+bare `python`), with stdin closed so nothing can prompt, stdout and stderr captured to files.
+By default the worker is a fork of a warm server that has already imported torch
+(`florql.replay.warm`; the same interpreter, environment and folder, without the 3-5 s start);
+where none can be had, a fresh interpreter runs it (and the rest of the request's tasks).
 At most `workers` run at once; tasks start in the order given (the planner puts long ones
 first). A worker's outcome is its result file (docs/INTERFACES.md §3); a worker that exits
 non-zero, or whose result carries `error`, has failed, and its stderr tail says why.
@@ -125,7 +125,7 @@ def run_tasks(
             `florql.replay.worker`); tests pass a fake.
         on_poll: called with the finished outcomes so far, about every `poll_seconds`.
     """
-    warm = command is None and _warm.enabled()
+    warm = [command is None and _warm.enabled()]  # cleared when no server can be had
     cmd = list(command) if command else [sys.executable, "-m", WORKER_MODULE]
     gpus = visible_gpu_ids()
     free = list(range(max(1, workers)))  # worker slots; slot k uses GPU k when there are several
@@ -166,7 +166,7 @@ def _start(
     cmd: list[str],
     workdir: str,
     env: dict[str, str] | None,
-    warm: bool = False,
+    warm: list[bool],
 ) -> tuple[Any, Outcome, float, Any]:
     task.setdefault("result_path", os.path.join(workdir, f"result-{i}.json"))
     path = os.path.join(workdir, f"task-{i}.json")
@@ -174,12 +174,13 @@ def _start(
         json.dump(task, f)
     log = os.path.join(workdir, f"worker-{i}.log")
     err = open(log, "w+b")  # noqa: SIM115 (closed in _finish)
-    if warm:
+    if warm[0]:
         try:
             warm_proc = _warm.start_task([path], task.get("cwd"), worker_env(env), log)
             return warm_proc, Outcome(i, task), time.monotonic(), err
         except OSError as e:  # no warm server: a fresh interpreter does the same, slower
             print(f"florql: note: warm replay workers unavailable ({e})", file=sys.stderr)
+            warm[0] = False
     proc = subprocess.Popen(
         [*cmd, path],
         stdin=subprocess.DEVNULL,
