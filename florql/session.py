@@ -13,9 +13,9 @@ the session records LOOP and RNG; when the first inner loop of the iteration end
 LOOP_END, the script variables (STATE) and offers a checkpoint (phase `inner_end`); an iteration
 without an inner loop offers one when it ends (`iter_end`). An inner loop left by `break` looks
 like one unwound by an exception (the loop's generator is closed either way), so its checkpoint
-is snapshotted then but written only when the outer iteration ends normally. Subclasses change the behaviour at
-these hooks: `ResumeSession` fast-forwards to a checkpoint, `florql.replay_session` runs replay
-tasks.
+is snapshotted then but written only when the outer iteration ends normally. Subclasses change
+the behaviour at these hooks: `ResumeSession` fast-forwards to a checkpoint,
+`florql.replay_session` runs replay tasks.
 
 Run ids are short, sortable and unique:
 

@@ -192,8 +192,18 @@ def ensure(
     for w in report.warnings:
         print(f"florql: warning: {w}", file=sys.stderr)
     if later:  # names after the outer loop, now that the names inside it are stored
-        rest = ensure(store_path, later, selection, workers, progress, script=script, runs=runs,
-                      tolerance=tolerance, worker_command=worker_command, optional=optional)  # fmt: skip
+        rest = ensure(
+            store_path,
+            later,
+            selection,
+            workers,
+            progress,
+            script=script,
+            runs=runs,
+            tolerance=tolerance,
+            worker_command=worker_command,
+            optional=optional,
+        )
         report = _merged(report, rest)
     report.seconds = time.monotonic() - t0
     return report
