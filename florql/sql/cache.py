@@ -94,7 +94,6 @@ class Cache:
         self.text_names: set[str] = set()
         self.name_slots: dict[str, int] = {}  # logged name -> K of its _contexts column __nK
         self.names: Counter[str] = Counter()
-        self.recorded_names: set[str] = set()  # names with a value a run logged (not a replay)
         self.recorded_by_run: dict[str, set[str]] = {}  # run -> names it logged (not a replay)
         self.values_per_run: Counter[str] = Counter()
         self.replays: dict[str, dict] = {}
@@ -146,7 +145,6 @@ class Cache:
             "text_names": sorted(self.text_names),
             "name_slots": self.name_slots,
             "names": dict(self.names),
-            "recorded_names": sorted(self.recorded_names),
             "recorded_by_run": {r: sorted(n) for r, n in self.recorded_by_run.items()},
             "values_per_run": dict(self.values_per_run),
             "replays": self.replays,
@@ -163,7 +161,6 @@ class Cache:
         self.text_names = set(state["text_names"])
         self.name_slots = dict(state["name_slots"])
         self.names = Counter(state["names"])
-        self.recorded_names = set(state["recorded_names"])
         self.recorded_by_run = {r: set(n) for r, n in state["recorded_by_run"].items()}
         self.values_per_run = Counter(state["values_per_run"])
         self.replays = dict(state["replays"])
@@ -454,8 +451,8 @@ class Cache:
         self.con.register("__ingest_values", batch.to_arrow())
         try:
             stats = self.con.execute(
-                "SELECT name, count(*), count(value_text), count(*) FILTER "
-                "(WHERE replay_id = '') FROM __ingest_values GROUP BY name ORDER BY name"
+                "SELECT name, count(*), count(value_text) FROM __ingest_values "
+                "GROUP BY name ORDER BY name"
             ).fetchall()
             names = [row[0] for row in stats]
             self._ensure_name_columns([(row[0], row[2] > 0) for row in stats])
@@ -472,10 +469,8 @@ class Cache:
         finally:
             self.con.unregister("__ingest_values")
             self.con.execute("DROP TABLE IF EXISTS __pivot")
-        for name, n, _n_text, n_recorded in stats:
+        for name, n, _n_text in stats:
             self.names[name] += n
-            if n_recorded:
-                self.recorded_names.add(name)
         batch.clear()
 
     def _insert_contexts(self, contexts: list, names: list[str]) -> None:
