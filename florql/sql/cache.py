@@ -494,15 +494,15 @@ class Cache:
             f"i.replay_id{loops} FROM __ingest_values i "
             f"JOIN (SELECT * FROM _contexts WHERE ctx_id >= {low}) c USING (ctx_id)"
         )
-        per_run = self.con.execute(
-            f"SELECT run_id, count(*) FROM _values WHERE lsn >= {first} GROUP BY run_id"
+        # One pass over the new rows: values per run, and the names each run logged itself.
+        per_run_name = self.con.execute(
+            "SELECT run_id, name, count(*), bool_or(replay_id = '') FROM _values "
+            f"WHERE lsn >= {first} GROUP BY run_id, name"
         ).fetchall()
-        for run_id, n in per_run:
+        for run_id, name, n, recorded in per_run_name:
             self.values_per_run[run_id] += n
-        for run_id, name in self.con.execute(
-            f"SELECT DISTINCT run_id, name FROM _values WHERE lsn >= {first} AND replay_id = ''"
-        ).fetchall():
-            self.recorded_by_run.setdefault(run_id, set()).add(name)
+            if recorded:
+                self.recorded_by_run.setdefault(run_id, set()).add(name)
 
     # --- records that change what is visible --------------------------------------------------
 
