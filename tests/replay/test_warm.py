@@ -81,6 +81,20 @@ def test_the_server_is_reused_and_each_fork_gets_fresh_rngs(probe_dir: Path) -> 
     assert len({g["random"] for g in got}) == 3 and len({g["numpy"] for g in got}) == 3
 
 
+def test_running_tells_whether_a_server_for_this_environment_listens(
+    probe_dir: Path, monkeypatch
+) -> None:
+    from florql.replay import executor
+
+    monkeypatch.setenv("FLORQL_WARM_DIR", tempfile.mkdtemp(prefix="fw-", dir="/tmp"))
+    assert not warm.running(dict(os.environ)) and not executor.warm_server_running()
+    proc, _, _ = _run(probe_dir, "w", env=executor.worker_env())  # as the executor starts one
+    assert proc.wait() == 0
+    assert executor.warm_server_running()  # what explain's estimate asks
+    assert not warm.running({**os.environ, "OMP_NUM_THREADS": "7"})  # another environment
+    warm.stop_servers()
+
+
 def test_kill_ends_a_running_task_with_the_signal(probe_dir: Path) -> None:
     proc, out, _ = _run(probe_dir, "k", "sleep")
     _wait_for(out.exists)
