@@ -24,6 +24,7 @@ Importing this module does not import torch; the functions import it when called
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sys
 from collections import OrderedDict
@@ -32,6 +33,7 @@ from typing import Any
 from florql.errors import RecordError
 
 _PLAIN = (int, float, str, bool, bytes, type(None))
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
 def encode(obj: Any, tensors: list, path: str = "state") -> Any:
@@ -42,6 +44,8 @@ def encode(obj: Any, tensors: list, path: str = "state") -> Any:
     import numpy as np
     import torch
 
+    if type(obj) is int and not _INT_MIN <= obj <= _INT_MAX:
+        return {"$int": str(obj)}  # msgpack holds 64 bits (a NumPy PCG64 state has 128)
     if type(obj) in _PLAIN:
         return obj
     if isinstance(obj, torch.Tensor):
@@ -96,6 +100,8 @@ def decode(skel: Any, blobs: list) -> Any:
         return np.frombuffer(blobs[skel["$nd"]], dtype=skel["dtype"]).reshape(skel["shape"]).copy()
     if "$tuple" in skel:
         return tuple(decode(v, blobs) for v in skel["$tuple"])
+    if "$int" in skel:
+        return int(skel["$int"])
     if "$map" in skel:
         return {_hashable(decode(k, blobs)): decode(v, blobs) for k, v in skel["$map"]}
     if "$dtype" in skel:
@@ -193,7 +199,7 @@ def state_skeletons(objects: dict[str, Any]) -> tuple[dict[str, Any], list]:
     tensors: list = []
     skels = {}
     for name, obj in objects.items():
-        state = obj if _is_tensor(obj) else obj.state_dict()
+        state = obj if is_tensor(obj) else obj.state_dict()
         skels[name] = encode(state, tensors, name)
     return skels, tensors
 
@@ -208,7 +214,7 @@ def restore_objects(objects: dict[str, Any], skels: dict[str, Any], blobs: list)
             missing.append(name)
             continue
         state = decode(skels[name], blobs)
-        if _is_tensor(obj):
+        if is_tensor(obj):
             with torch.no_grad():
                 obj.copy_(state)
         else:
@@ -220,7 +226,7 @@ def restore_objects(objects: dict[str, Any], skels: dict[str, Any], blobs: list)
     return missing
 
 
-def _is_tensor(obj: Any) -> bool:
+def is_tensor(obj: Any) -> bool:
     mod = type(obj).__module__ or ""
     if not mod.startswith("torch"):
         return False
@@ -231,7 +237,7 @@ def _is_tensor(obj: Any) -> bool:
 
 def check_registrable(name: str, obj: Any) -> None:
     """Raise RecordError unless `obj` can be checkpointed (tensor or state_dict owner)."""
-    if _is_tensor(obj):
+    if is_tensor(obj):
         return
     if callable(getattr(obj, "state_dict", None)) and callable(
         getattr(obj, "load_state_dict", None)
@@ -246,11 +252,13 @@ def check_registrable(name: str, obj: Any) -> None:
 # --- RNG states ---------------------------------------------------------------------------
 
 
-def capture_rng() -> dict[str, Any]:
+def capture_rng(numpy: bool = False) -> dict[str, Any]:
     """The states of Python's, NumPy's (legacy global) and torch's CPU and CUDA generators.
 
     Only libraries the script has imported are captured (their generators are the only ones it
-    can have drawn from); this keeps torch out of scripts that do not use it.
+    can have drawn from); this keeps torch out of scripts that do not use it. `numpy`: import
+    NumPy first when it is installed (before a script runs: NumPy seeds its global generator
+    from the OS at import, so only a state taken here makes unseeded draws repeatable).
 
     >>> import random
     >>> s = capture_rng(); a = random.random(); restore_rng(s); a == random.random()
@@ -259,6 +267,9 @@ def capture_rng() -> dict[str, Any]:
     version, state, gauss = random.getstate()
     out: dict[str, Any] = {"python": [version, list(state), gauss], "numpy": None, "torch": None}
     out["cuda"] = None
+    if numpy and "numpy" not in sys.modules:
+        with contextlib.suppress(ImportError):
+            import numpy as _np  # noqa: F401
     if "numpy" in sys.modules:
         import numpy as np
 

@@ -41,7 +41,7 @@ import threading
 import time
 from typing import Any
 
-from florql import capture
+from florql import capture, loopstate
 
 POOL = 2
 DEFAULT_MEMORY = 2 << 30
@@ -140,7 +140,7 @@ class Checkpointer:
         seq: int,
         ctx: tuple,
         phase: str,
-        found_vars: dict[str, Any],
+        found_vars: loopstate.LoopValues | dict[str, Any],
         iteration: int,
         is_last: bool,
     ) -> tuple | None:
@@ -156,8 +156,8 @@ class Checkpointer:
             self.skipped += 1
             return None
         t0 = time.perf_counter()
-        skels, tensors = capture.state_skeletons(self.session.objects)
-        var_skel = _encode_vars(found_vars, tensors)
+        objects = self.session.objects
+        skels, tensors = capture.state_skeletons(objects)
         meta = {
             "run_id": self.session.run_id,
             "seq": seq,
@@ -165,7 +165,8 @@ class Checkpointer:
             "phase": phase,
             "objects": skels,
             "rng": capture.capture_rng(),
-            "vars": var_skel,
+            "grads": loopstate.encode_grads(objects, tensors),
+            **_encode_vars(found_vars, tensors, objects),
         }
         blobs = snap.take(tensors)
         stall = time.perf_counter() - t0
@@ -240,15 +241,27 @@ class Checkpointer:
             self._thread = None
 
 
-def _encode_vars(found: dict[str, Any], tensors: list) -> dict[str, Any]:
-    """Skeletons of the script variables that can be stored (others are left out)."""
-    from florql.errors import RecordError
-
-    out = {}
-    for name, value in found.items():
-        mark = len(tensors)
-        try:
-            out[name] = capture.encode(value, tensors, name)
-        except RecordError:
-            del tensors[mark:]
+def _encode_vars(
+    found: loopstate.LoopValues | dict, tensors: list, objects: dict[str, Any]
+) -> dict[str, Any]:
+    """Checkpoint-meta entries for the script variables (florql/loopstate.py): one skeleton
+    dict per scope, `incomplete` {name: why} for values recorded code reads that cannot be
+    stored (the planner will not restore this checkpoint), `unavailable` {name: why} for
+    values only a new statement could read (a request whose statements read one will not
+    restore it), `uncaptured` {name: type} for objects changed in place whose state cannot be
+    read."""
+    owned = loopstate.owned_ids(objects)
+    out: dict[str, Any] = {"vars": {}}
+    notes: dict[str, dict[str, str]] = {"incomplete": {}, "unavailable": {}, "uncaptured": {}}
+    if isinstance(found, dict):  # plain {name: value} of the frame holding the inner loop
+        found = loopstate.LoopValues({"vars": found} if found else {})
+    for key, values in found.scopes.items():
+        skels, bad, skipped = loopstate.encode_scope(
+            values, tensors, owned, set(found.receivers), found.extras
+        )
+        out[key] = skels
+        for name, why in bad.items():
+            notes["unavailable" if name in found.extras else "incomplete"][name] = why
+        notes["uncaptured"].update(skipped)
+    out.update({k: v for k, v in notes.items() if v})
     return out

@@ -22,9 +22,10 @@ import time
 from types import FrameType
 from typing import Any
 
+from florql import capture
 from florql.errors import BadInputError
 from florql.runner import StopScript
-from florql.session import RUN_RESUME, VALUE, Session, _Loop
+from florql.session import RNG, RUN_RESUME, VALUE, Session, _Loop
 from florql.values import SCALARS, to_loggable
 
 ACTIONS = ("skip_inner", "silent_tail", "execute")
@@ -82,6 +83,10 @@ class ReplaySession(Session):
             raise BadInputError(f"run {self.run_id} is not in store {self.store_path}")
         self.run_info = runs[self.run_id]
         self._ckpts = {c.ckpt_id: c for c in self.store.checkpoints(self.run_id)}
+        self._rng = _iteration_rng(self.store, self.run_id)
+        start = (self.run_info.meta or {}).get("rng")
+        if start:  # before the script's first line, as recorded: unseeded draws repeat
+            capture.restore_rng(start)
         if self.check_names:
             self._recorded = _recorded_values(self.store, self.run_id, self.check_names)
 
@@ -100,6 +105,8 @@ class ReplaySession(Session):
                 raise StopScript()
             return False
         self._action = step["action"]
+        if iteration in self._rng:  # the state the recorded iteration started with
+            capture.restore_rng(self._rng[iteration])
         if self._action == "execute":
             if not self.executed and iteration != 0:
                 raise BadInputError(
@@ -276,4 +283,14 @@ def _recorded_values(store: Any, run_id: str, names: set[str]) -> dict[tuple, li
         if any(seq > rseq and lsn < rlsn for rlsn, rseq in resumes):
             continue
         out.setdefault((name, _ctx_key(ctx)), []).append(value)
+    return out
+
+
+def _iteration_rng(store: Any, run_id: str) -> dict[int, dict[str, Any]]:
+    """RNG states at the start of each outer iteration (RNG records; a resumed run's last)."""
+    out: dict[int, dict[str, Any]] = {}
+    for rec in store.scan(kinds=[RNG], run_id=run_id):
+        ctx = rec.body.get("ctx") or []
+        if rec.body.get("run_id") == run_id and len(ctx) == 1:
+            out[int(ctx[0][1])] = rec.body["states"]
     return out

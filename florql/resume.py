@@ -18,6 +18,7 @@ import time
 from types import FrameType
 from typing import Any
 
+from florql import capture
 from florql.errors import BadInputError
 from florql.session import Session, _Loop
 
@@ -61,6 +62,9 @@ class ResumeSession(Session):
     def start(self) -> None:
         super().start()
         self._begin()  # take the run's lock before anything runs
+        if self.recorded.get("rng"):  # unseeded draws before the loop repeat (a data split)
+            capture.restore_rng(self.recorded["rng"])
+            self.rng_start = self.recorded["rng"]
 
     def outer_wants(self, iteration: int, frame: FrameType) -> bool:
         if not self.muted or self.target is None:
@@ -96,8 +100,11 @@ class ResumeSession(Session):
 
 
 def choose_checkpoint(store: Any, run_id: str) -> Any:
-    """The run's last complete checkpoint, or None (then the run restarts, with a warning)."""
-    ckpts = store.checkpoints(run_id)
+    """The run's last complete checkpoint, or None (then the run restarts, with a warning).
+
+    A checkpoint missing a loop-carried variable (`incomplete`, florql/loopstate.py) cannot
+    continue the run exactly, so it is passed over."""
+    ckpts = [c for c in store.checkpoints(run_id) if not c.meta.get("incomplete")]
     return ckpts[-1] if ckpts else None
 
 

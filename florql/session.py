@@ -25,6 +25,7 @@ Run ids are short, sortable and unique:
 
 from __future__ import annotations
 
+import ast
 import atexit
 import collections
 import itertools
@@ -38,7 +39,7 @@ import traceback
 from types import FrameType
 from typing import Any
 
-from florql import capture, scriptvars, sources
+from florql import capture, loopstate, scriptvars, sources
 from florql.errors import BadInputError, RecordError
 from florql.values import SCALARS, to_loggable
 
@@ -117,7 +118,19 @@ class NullSession:
 
 
 class _Loop:
-    __slots__ = ("name", "iteration", "value", "had_inner", "started", "total", "is_outer")
+    __slots__ = (
+        "name",
+        "iteration",
+        "value",
+        "had_inner",
+        "started",
+        "total",
+        "is_outer",
+        "frame",
+        "line",
+        "inner_frame",
+        "inner_line",
+    )
 
     def __init__(self, name: str, total: int | None = None, is_outer: bool = False) -> None:
         self.name = name
@@ -127,6 +140,12 @@ class _Loop:
         self.had_inner = False
         self.started = 0.0
         self.total = total
+        # Where the loop runs (the outer loop, and its first inner loop): the frames whose
+        # variables a checkpoint captures and a restore writes back (florql/scriptvars.py).
+        self.frame: FrameType | None = None
+        self.line = 0
+        self.inner_frame: FrameType | None = None
+        self.inner_line = 0
 
 
 def cast_override(name: str, text: Any, default: Any) -> Any:
@@ -209,7 +228,8 @@ class Session:
         self.values = 0
         self.fg_seconds = 0.0  # time spent in florql's hooks in the training thread
         self.inner_iterations = 0
-        self.var_names: tuple[str, ...] = ()
+        self._var_plan: scriptvars.VarPlan | None = None
+        self.rng_start: dict[str, Any] | None = None
         self._sources: dict[str, str] | None = None
         self._git: str | None = None
         self.store: Any = None
@@ -224,7 +244,7 @@ class Session:
 
         self.store = Store.open(self.store_path, create=True)
         self.writer = self.store.writer()
-        self.var_names = _script_vars(self.script)
+        self.rng_start = capture.capture_rng(numpy=True)
         # Before the script runs (`florql record`): forking git is cheap while the process is
         # small, and nothing here competes with training later.
         self._sources = sources.collect(self.script)
@@ -271,6 +291,9 @@ class Session:
             "host": socket.gethostname(),
             "command": self.command,
             "overhead": self.overhead,
+            # RNG states before the script's first line (`florql record`) or at its first
+            # florql call: a replay from the start restores them, so unseeded draws repeat.
+            "rng": self.rng_start,
         }
 
     def install_exit_hooks(self) -> None:
@@ -426,6 +449,8 @@ class Session:
 
     def _outer(self, name: str, iterable: Any) -> Any:
         lp = _Loop(name, _length(iterable), is_outer=True)
+        lp.frame = sys._getframe(1)
+        lp.line = lp.frame.f_lineno
         self._stack.append(lp)
         i = -1
         try:
@@ -441,6 +466,7 @@ class Session:
         finally:
             self._stack.pop()
             self._ctx = ()
+            lp.frame = lp.inner_frame = None  # no reference cycle through the script's frames
             self.outer_done()
             self.emit(LOOP_END, lambda s: [self.run_id, s, name, [], i + 1, time.time()])
 
@@ -449,6 +475,8 @@ class Session:
         first = outer is not None and not outer.had_inner
         if outer is not None and first:
             outer.had_inner = True
+            outer.inner_frame = sys._getframe(1)
+            outer.inner_line = outer.inner_frame.f_lineno
             if self.inner_start(outer, sys._getframe(1)):
                 return  # skipped: the checkpoint restored the state this loop leaves behind
         parent = self._ctx
@@ -506,8 +534,13 @@ class Session:
             return
         t = time.perf_counter()
         ctx = self._ctx
-        found = scriptvars.read(frame, self.var_names)
-        loggable = {k: to_loggable(k, v) for k, v in found.items() if _is_plain(v)}
+        found = self._loop_values(outer, frame)
+        loggable = {
+            k: to_loggable(k, v)
+            for scope in found.scopes.values()
+            for k, v in scope.items()
+            if _is_plain(v)
+        }
         if loggable and not closed:
             self.emit(
                 STATE, lambda s: {"run_id": self.run_id, "seq": s, "ctx": ctx, "vars": loggable}
@@ -520,7 +553,7 @@ class Session:
         if held is not None and self.checkpointer is not None:
             self.checkpointer.commit(held)  # the `break` was a break: the iteration went on
         if not lp.had_inner and not self.muted and not self._ended:
-            self._offer_checkpoint(lp, "iter_end", {})
+            self._offer_checkpoint(lp, "iter_end", self._loop_values(lp, frame))
 
     def outer_done(self) -> None:
         pass
@@ -529,8 +562,51 @@ class Session:
         """Recording runs every statement; a replay may answer True (florql/replay_session)."""
         return False
 
+    def _loop_values(self, outer: _Loop, frame: FrameType) -> loopstate.LoopValues:
+        """The script variables a checkpoint taken now must hold, by checkpoint-meta key:
+        `vars` (the frame running the inner loop, or the outer loop's when there is none),
+        `outer_vars` (the outer loop's frame when that is another one), `global_vars`."""
+        plan = self._plan_vars(outer, frame)
+        out: dict[str, dict[str, Any]] = {}
+        outer_frame = outer.frame if outer.frame is not None else frame
+        same = outer_frame is frame
+        names = plan.outer + plan.receivers + plan.extra_outer
+        inner = plan.inner + plan.extra_inner
+        out["vars"] = scriptvars.read(frame, (*inner, *names) if same else inner)
+        if not same:
+            out["outer_vars"] = scriptvars.read(outer_frame, names)
+        if plan.globals:
+            out["global_vars"] = {
+                n: outer_frame.f_globals[n] for n in plan.globals if n in outer_frame.f_globals
+            }
+        return loopstate.LoopValues(
+            out, frozenset(plan.receivers), frozenset(plan.extra_outer + plan.extra_inner)
+        )
+
+    def _plan_vars(self, outer: _Loop, frame: FrameType) -> scriptvars.VarPlan:
+        """The run's VarPlan, analysed at the first checkpoint offer (then cached)."""
+        if self._var_plan is None:
+            self._var_plan = scriptvars.VarPlan()
+            outer_frame = outer.frame if outer.frame is not None else frame
+            tree = _parsed(outer_frame.f_code.co_filename)
+            inner = outer.inner_frame
+            if tree is not None:
+                self._var_plan = scriptvars.plan(
+                    tree,
+                    outer.line,
+                    _parsed(inner.f_code.co_filename) if inner is not None else None,
+                    outer.inner_line if inner is not None else None,
+                    same_frame=inner is None or inner is outer_frame,
+                    outer_is_module=scriptvars.is_module_frame(outer_frame),
+                )
+        return self._var_plan
+
     def _offer_checkpoint(
-        self, outer: _Loop, phase: str, found_vars: dict[str, Any], hold: bool = False
+        self,
+        outer: _Loop,
+        phase: str,
+        found_vars: loopstate.LoopValues,
+        hold: bool = False,
     ) -> None:
         """Checkpoint now if the policy agrees; with `hold`, snapshot now but write only at
         the end of the outer iteration (`outer_end`), dropping it if the script fails first."""
@@ -566,9 +642,25 @@ class Session:
                 "registers objects the recorded run did not; restore needs the same "
                 "florql.checkpointing(...) names"
             )
+        loopstate.restore_grads(self.objects, meta.get("grads") or {}, blobs)
         capture.restore_rng(meta["rng"])
-        if frame is not None and meta.get("vars"):
-            scriptvars.write(frame, capture.decode(meta["vars"], blobs))
+        outer = self._stack[0] if self._stack and self._stack[0].is_outer else None
+        outer_frame = outer.frame if outer is not None else None
+        frame = frame if frame is not None else outer_frame
+        for key, target in (
+            ("global_vars", outer_frame),
+            ("outer_vars", outer_frame),
+            ("vars", frame),
+        ):
+            skels = meta.get(key)
+            if not skels or target is None:
+                continue
+            live = target.f_globals if key == "global_vars" else scriptvars.scope_of(target)
+            rebind = loopstate.decode_scope(skels, blobs, live)
+            if key == "global_vars":
+                target.f_globals.update(rebind)
+            else:
+                scriptvars.write(target, rebind)
         return meta
 
 
@@ -593,12 +685,13 @@ def _length(iterable: Any) -> int | None:
         return None
 
 
-def _script_vars(script: str) -> tuple[str, ...]:
+def _parsed(path: str) -> ast.Module | None:
+    """The syntax tree of a source file (None when it cannot be read or parsed)."""
     try:
-        with open(script, encoding="utf-8") as f:
-            return scriptvars.analyze(f.read())
-    except OSError:
-        return ()
+        with open(path, encoding="utf-8") as f:
+            return ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return None
 
 
 def _torch_threads() -> int:

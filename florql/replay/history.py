@@ -46,6 +46,8 @@ class Checkpoint:
     ckpt_id: str
     iteration: int  # outer iteration the state belongs to
     phase: str  # "inner_end" or "iter_end"
+    # Variables it could not hold that only new statements could read: {name: why}.
+    unavailable: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -69,6 +71,11 @@ class RunHistory:
     setup_seconds: float
     total_seconds: float
     replays: list[ReplayDone] = field(default_factory=list)
+    # Checkpoints left out of `checkpoints` because they miss a loop-carried variable
+    # (florql/loopstate.py): iteration -> {variable: why}. Replay never restores them.
+    incomplete: dict[int, dict[str, str]] = field(default_factory=dict)
+    # Objects the loop changed in place whose state no checkpoint holds: {name: type}.
+    uncaptured: dict[str, str] = field(default_factory=dict)
 
     def iteration(self, index: int) -> Iteration | None:
         return self._by_index().get(index)
@@ -139,29 +146,57 @@ def from_records(
     started = float(meta.get("started_at") or (starts[order[0]][1] if order else 0.0))
     setup = (starts[order[0]][1] - started) if order else 0.0
     ended = float((run_end or {}).get("ended_at") or end_t)
+    incomplete: dict[int, dict[str, str]] = {}
+    uncaptured: dict[str, str] = {}
     return RunHistory(
         run_id=run_id,
         meta=meta,
         outer=outer,
         iterations=iterations,
-        checkpoints=_checkpoints(checkpoints),
+        checkpoints=_checkpoints(checkpoints, incomplete, uncaptured),
         setup_seconds=max(setup, 0.0),
         total_seconds=max(ended - started, 0.0),
         replays=_replays(begins, ends),
+        incomplete=incomplete,
+        uncaptured=uncaptured,
     )
 
 
-def _checkpoints(items: Iterable[tuple[str, dict[str, Any]]]) -> dict[int, Checkpoint]:
+def _checkpoints(
+    items: Iterable[tuple[str, dict[str, Any]]],
+    incomplete: dict[int, dict[str, str]],
+    uncaptured: dict[str, str],
+) -> dict[int, Checkpoint]:
+    """The usable checkpoints by iteration; fills `incomplete` and `uncaptured` (see
+    RunHistory) from the others' metadata."""
     out: dict[int, Checkpoint] = {}
     for ckpt_id, meta in items:
         ctx = meta.get("ctx") or []
         if not ctx:
             continue
         idx = int(ctx[0][1])
-        ck = Checkpoint(ckpt_id, idx, str(meta.get("phase", "inner_end")))
+        uncaptured.update(meta.get("uncaptured") or {})
+        if meta.get("incomplete"):
+            incomplete[idx] = dict(meta["incomplete"])
+            out.pop(idx, None)
+            continue
+        incomplete.pop(idx, None)
+        missing = tuple(sorted((meta.get("unavailable") or {}).items()))
+        ck = Checkpoint(ckpt_id, idx, str(meta.get("phase", "inner_end")), missing)
         # Several at one iteration (a resumed run): the later one wins, as the log does.
         out[idx] = ck
     return out
+
+
+def drop_unavailable(h: RunHistory, reads: set[str]) -> None:
+    """Take out of `h.checkpoints` those that miss a variable the new statements read
+    (recorded in `h.incomplete` with why): restoring them would hand the statement a stale
+    value (invariant 7)."""
+    for idx, ck in list(h.checkpoints.items()):
+        missing = {n: why for n, why in ck.unavailable if n in reads}
+        if missing:
+            h.incomplete[idx] = missing
+            del h.checkpoints[idx]
 
 
 def _replays(

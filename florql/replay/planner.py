@@ -201,7 +201,31 @@ def _plan_run(
     ]
     pieces = _pieces(h, plan, placement)
     plan.tasks = _group(h, pieces, workers)
+    plan.warnings += _state_warnings(h, plan)
     return plan
+
+
+def _state_warnings(h: RunHistory, plan: RunPlan) -> list[str]:
+    """What the run's checkpoints could not hold, where it matters to this plan (invariant 7):
+    incomplete checkpoints are never restored, so the replay starts earlier."""
+    out = []
+    if h.incomplete and plan.tasks:
+        names: dict[str, str] = {}
+        for why in h.incomplete.values():
+            names.update(why)
+        listed = "; ".join(f"{n}: {w}" for n, w in sorted(names.items()))
+        out.append(
+            f"run {h.run_id}: {len(h.incomplete)} checkpoint(s) cannot restore a loop-carried "
+            f"variable ({listed}); replay re-executes from the nearest complete checkpoint or "
+            "the start instead"
+        )
+    if h.uncaptured and plan.tasks:
+        listed = ", ".join(f"{n} ({t})" for n, t in sorted(h.uncaptured.items()))
+        out.append(
+            f"run {h.run_id}: objects the loop changes whose state checkpoints cannot hold, "
+            f"assumed not to affect logged values: {listed}"
+        )
+    return out
 
 
 def _pieces(h: RunHistory, plan: RunPlan, placement: str) -> list[Piece]:

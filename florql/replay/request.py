@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import os
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from florql.errors import BadInputError, ReplayError
 from florql.replay import executor, history, planner
 from florql.replay.splicer import Splice, splice
-from florql.replay.syntax import logged_names
+from florql.replay.syntax import free_names, logged_names
 
 _HISTORY_KINDS = [
     history.LOOP,
@@ -173,6 +174,7 @@ def prepare(
     second: set[str] = set()
     for rid in admitted:
         s, h = splices[rid], histories[rid]
+        history.drop_unavailable(h, _reads(s))
         placement, after = _placement(s, h)
         if (s.names & set(wanted)) - after:  # mixed: those after the loop wait for a 2nd pass
             second |= after & set(wanted)
@@ -323,6 +325,17 @@ def _placement(s: Splice, h: history.RunHistory) -> tuple[str, set[str]]:
     if kinds == {"after"}:
         return "after", set()
     return ("execute" if "execute" in kinds else "outer"), after
+
+
+def _reads(s: Splice) -> set[str]:
+    """Names the spliced statements read (a checkpoint missing one cannot replay them)."""
+    out: set[str] = set()
+    for st in s.statements:
+        try:
+            out |= free_names(ast.parse(textwrap.dedent(st.text)))
+        except SyntaxError:
+            continue
+    return out
 
 
 def _span(selected: list[int]) -> str:

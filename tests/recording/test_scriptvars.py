@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import sys
 
 from florql import scriptvars
@@ -26,18 +27,52 @@ def main():
 """
 
 
-def test_analysis_finds_names_the_inner_loop_changes_and_later_code_reads():
-    assert scriptvars.analyze(SCRIPT) == ("last_i", "n", "total")
+def _plan(src: str, outer: str, inner: str | None, **kw):
+    tree = ast.parse(src)
+    lines = src.splitlines()
+    line = next(i + 1 for i, s in enumerate(lines) if outer in s)
+    inner_line = next(i + 1 for i, s in enumerate(lines) if inner in s) if inner else None
+    return scriptvars.plan(tree, line, tree if inner else None, inner_line, **kw)
 
 
-def test_analysis_without_nested_loops_or_valid_code_finds_nothing():
-    assert (
-        scriptvars.analyze(
-            "import florql\nfor e in florql.loop('e', range(2)):\n    x = e\nprint(x)"
-        )
-        == ()
+def test_plan_finds_what_the_inner_loop_changes_and_later_code_reads():
+    p = _plan(
+        SCRIPT, 'in florql.loop("epoch"', 'loop("step"', same_frame=True, outer_is_module=False
     )
-    assert scriptvars.analyze("def broken(:\n") == ()
+    assert p.outer == ("last_i", "n", "total")
+    # What no recorded code reads after the restore point is kept for new statements.
+    assert set(p.extra_outer) >= {"scratch", "i", "x", "j", "unrelated"}
+
+
+def test_plan_finds_loop_carried_globals_and_values_changed_in_place():
+    src = """
+import florql
+lr, best, seen = 1.0, None, {}
+def adjust():
+    global lr
+    lr /= 4
+for epoch in florql.loop("epoch", range(3)):
+    for i in florql.loop("step", range(4)):
+        pass
+    val = epoch * 2.0
+    seen["val"].append(val)
+    if best is None or val < best:
+        best = val
+    else:
+        adjust()
+"""
+    p = _plan(
+        src, 'florql.loop("epoch"', 'florql.loop("step"', same_frame=True, outer_is_module=True
+    )
+    assert p.outer == ("best", "lr")
+    assert p.receivers == ("seen",)
+    assert "val" in p.extra_outer and "val" not in p.outer  # assigned before any read
+
+
+def test_plan_without_the_loop_or_on_unparsable_code_finds_nothing():
+    assert _plan("x = 1\n", "x = 1", None, same_frame=True, outer_is_module=True) == (
+        scriptvars.VarPlan()
+    )
 
 
 def test_function_locals_are_written_back_into_a_running_frame():
