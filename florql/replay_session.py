@@ -66,6 +66,9 @@ class ReplaySession(Session):
         self._ckpts: dict[str, Any] = {}
         self._recorded: dict[tuple, list] = {}
         self._seen: dict[tuple, int] = {}
+        self._new_seen: dict[tuple, int] = {}
+        self._stored: dict[tuple, list] = {}
+        self.conflicts = 0
         self.executed: list[int] = []
         self.written = 0
         self.checked = 0
@@ -88,7 +91,10 @@ class ReplaySession(Session):
         if start:  # before the script's first line, as recorded: unseeded draws repeat
             capture.restore_rng(start)
         if self.check_names:
-            self._recorded = _recorded_values(self.store, self.run_id, self.check_names)
+            self._recorded = _stored_values(self.store, self.run_id, self.check_names)
+        # Values of the new names stored already (an earlier replay, or the run itself): never
+        # written twice, and never replaced by a different one (invariant 7).
+        self._stored = _stored_values(self.store, self.run_id, self.new_names, replayed=True)
 
     def extra_path(self) -> list[str]:
         """The recorded script's folder, so the spliced copy finds the run's local modules."""
@@ -178,7 +184,7 @@ class ReplaySession(Session):
         v = value if type(value) in SCALARS else to_loggable(name, value)
         if not self._keeps():
             return value
-        if name in self.new_names:
+        if name in self.new_names and not self._already_stored(name, v):
             seq = next(self._counter)
             self._frame_buf.append(
                 (VALUE, [self.run_id, seq, name, v, self._ctx, time.time(), self.replay_id])
@@ -186,6 +192,25 @@ class ReplaySession(Session):
         if name in self.check_names:
             self._check(name, v)
         return value
+
+    def _already_stored(self, name: str, value: Any) -> bool:
+        """Whether the store holds this value's slot (same name, context and order) already;
+        a different stored value stays, and the difference is reported."""
+        key = (name, _ctx_key(self._ctx))
+        j = self._new_seen.get(key, 0)
+        self._new_seen[key] = j + 1
+        stored = self._stored.get(key, [])
+        if j >= len(stored):
+            return False
+        if not _same(stored[j], value, self.tolerance):
+            self.conflicts += 1
+            if self.conflicts == 1:
+                where = ", ".join(f"{c[0]}={c[2]}" for c in self._ctx) or "after the loop"
+                self.warnings.append(
+                    f"{name} at {where}: recomputed {value!r}, but the store holds {stored[j]!r} "
+                    "from an earlier replay or the recording; the stored value is kept"
+                )
+        return True
 
     def _keeps(self) -> bool:
         if self._phase == "pre":
@@ -266,9 +291,13 @@ def _same(a: Any, b: Any, tol: float) -> bool:
     return a == b
 
 
-def _recorded_values(store: Any, run_id: str, names: set[str]) -> dict[tuple, list]:
-    """Recorded (not replayed) values of `names`, by (name, ctx), in seq order, minus the
-    values a resume superseded."""
+def _stored_values(
+    store: Any, run_id: str, names: set[str], replayed: bool = False
+) -> dict[tuple, list]:
+    """Recorded values of `names` (with `replayed`, replayed ones too), by (name, ctx), in seq
+    order, minus the values a resume superseded."""
+    if not names:
+        return {}
     rows = []
     resumes = []
     for rec in store.scan(kinds=[VALUE, RUN_RESUME], run_id=run_id):
@@ -276,7 +305,7 @@ def _recorded_values(store: Any, run_id: str, names: set[str]) -> dict[tuple, li
             resumes.append((rec.lsn, rec.body["seq"]))
             continue
         rid, seq, name, value, ctx, _t, replay_id = rec.body
-        if rid == run_id and name in names and not replay_id:
+        if rid == run_id and name in names and (replayed or not replay_id):
             rows.append((rec.lsn, seq, name, value, ctx))
     out: dict[tuple, list] = {}
     for lsn, seq, name, value, ctx in sorted(rows, key=lambda r: r[1]):

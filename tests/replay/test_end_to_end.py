@@ -302,3 +302,28 @@ def test_an_iteration_that_fails_inside_its_inner_loop_is_not_checkpointed(
     assert done.returncode == 1 and "boom" in done.stderr
     (run_id,) = runs(project / ".florql")
     assert checkpoint_iterations(project / ".florql", run_id) == [0, 1]
+
+
+def _raw(r: Recorded, name: str) -> list:
+    """Every stored VALUE record of `name` in the run, duplicates included."""
+    return [v for vs in values(r.store, r.run_id, {name}).values() for v in vs]
+
+
+def test_a_stored_replayed_value_is_never_written_again_nor_replaced(fresh, script) -> None:
+    # Invariant 7: `wnorm` replayed for epochs < 2, then the user edits its statement (now a
+    # different value) and asks for it with a new name over every epoch. The earlier values
+    # stay the ones `logs` shows, stored once; the difference is reported.
+    first = _ensure(fresh.store, ["wnorm"], parse_where("epoch < 2"), script(v2(step=False)))
+    assert first.replayed_values == 2
+    before = values(fresh.store, fresh.run_id, {"wnorm"})
+    edited = v2(step=False).replace(
+        '    florql.log("wnorm", float(sum(p.detach().norm() ** 2 for p in model.parameters())))\n',
+        '    florql.log("wnorm", 2 * float(sum(p.detach().norm() ** 2 for p in model.parameters())))\n'
+        '    florql.log("w3", 3.0)\n',
+    )
+    report = _ensure(fresh.store, ["wnorm", "w3"], ALL, script(edited))
+    after = values(fresh.store, fresh.run_id, {"wnorm"})
+    assert len(_raw(fresh, "wnorm")) == 6  # two kept, four new: none written twice
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert len(_raw(fresh, "w3")) == 6
+    assert any("the stored value is kept" in w for w in report.warnings)
