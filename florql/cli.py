@@ -52,6 +52,14 @@ def _add_tolerance(p: argparse.ArgumentParser) -> None:
         help="relative/absolute tolerance of replay's fidelity check (default 0: exact; "
         "use e.g. 1e-6 for GPU runs)",
     )
+    p.add_argument(
+        "--verify",
+        action="store_const",
+        const=2,
+        default=0,
+        help="after replaying, re-execute 2 selected iterations per run in full and compare "
+        "every value with what the run recorded and what replay stored",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

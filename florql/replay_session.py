@@ -265,6 +265,7 @@ class ReplaySession(Session):
             "executed": self.executed,
             "inner_iterations": self.inner_iterations,
             "values": self.written,
+            "conflicts": self.conflicts,
             "fidelity": {
                 "checked": self.checked,
                 "matched": self.matched,

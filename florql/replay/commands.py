@@ -46,6 +46,7 @@ def replay_main(args: Any) -> int:
         script=script,
         runs=runs,
         tolerance=args.tolerance,
+        verify=args.verify,
     )
     if report.unresolved:
         raise BadInputError(

@@ -27,6 +27,7 @@ them again.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import secrets
 import shutil
@@ -71,6 +72,8 @@ class Report:
     tasks: int = 0
     executed: dict[str, list[int]] = field(default_factory=dict)
     seconds: float = 0.0
+    conflicts: int = 0  # recomputed values that differ from values stored before
+    verified: Report | None = None  # the check `verify=` asked for
 
     @property
     def replayed(self) -> int:
@@ -146,6 +149,7 @@ def ensure(
     tolerance: float | None = None,
     worker_command: Sequence[str] | None = None,
     optional: Iterable[str] = (),
+    verify: int = 0,
 ) -> Report:
     """Replay what is needed so that `names` are stored for every row `selection` admits.
 
@@ -161,6 +165,8 @@ def ensure(
             `$FLORQL_REPLAY_TOLERANCE`, else 0: exact).
         optional: names wanted only from runs whose current code can log them (others logged
             them): a statement for them that cannot be placed in a run is a warning.
+        verify: afterwards, re-execute this many selected iterations per run in full (from an
+            earlier checkpoint) and compare every recorded and stored value (`verified`).
     Returns:
         A `Report`; names no current code logs are in `unresolved` (not an error here).
     Raises:
@@ -205,7 +211,54 @@ def ensure(
             optional=optional,
         )
         report = _merged(report, rest)
+    if verify:
+        kw = {"script": script, "runs": runs, "optional": optional}
+        v = _verify(store_path, names, selection, workers, verify, tolerance, kw, worker_command)
+        report.verified = v
+        report.warnings += v.warnings
+        report.diverged = report.diverged or v.diverged or v.conflicts > 0
     report.seconds = time.monotonic() - t0
+    return report
+
+
+def _verify(
+    store_path: str,
+    names: Iterable[str],
+    selection: Any,
+    workers: int | None,
+    n: int,
+    tolerance: float,
+    kw: dict[str, Any],
+    worker_command: Sequence[str] | None,
+) -> Report:
+    """Re-execute `n` selected iterations per run in full and compare: the values the run
+    recorded (fidelity) and those replay stored (a difference is a warning; nothing is
+    written, every value there is stored already)."""
+    from florql_storage import Store
+
+    store = Store.open(store_path, create=False)
+    report = Report()
+    try:
+        hp = prepare(store, names, selection, workers, verify=n, **kw)
+        if hp.plan.tasks:
+            _execute(store, store_path, hp, report, False, tolerance, worker_command)
+    finally:
+        store.close()
+    fid = report.fidelity
+    bad = report.diverged or report.conflicts > 0
+    report.warnings.insert(
+        0,
+        f"verified by re-executing {sum(map(len, report.executed.values()))} iteration(s) "
+        "in full: "
+        f"{fid['matched']} of {fid['checked']} recorded values matched, "
+        + (
+            f"{report.conflicts} stored value(s) differ"
+            if report.conflicts
+            else "every stored value was reproduced"
+        ),
+    )
+    for w in report.warnings:
+        print(f"florql: {'warning: ' if bad else ''}{w}", file=sys.stderr)
     return report
 
 
@@ -327,6 +380,7 @@ def _finish(
                 ran
             )
             report.replayed_values += int(o.result.get("values", 0))
+            report.conflicts += int(o.result.get("conflicts", 0))
             report.inner_iterations += int(o.result.get("inner_iterations", 0))
             report.warnings += [str(w) for w in o.result.get("warnings", [])]
             if not o.ok:
@@ -357,21 +411,51 @@ def _finish(
             report.fidelity["first_mismatch"] = fid["first_mismatch"]
         if fid["matched"] < fid["checked"]:
             report.diverged = True
-            report.warnings.append(_divergence(rp.run_id, hp.jobs[rp.run_id].names, fid))
+            report.warnings.append(_divergence(hp.jobs[rp.run_id], fid))
     writer.flush()
     return failures
 
 
-def _divergence(run_id: str, names: set[str], fid: dict[str, Any]) -> str:
+def _divergence(job: RunJob, fid: dict[str, Any]) -> str:
     m = fid["first_mismatch"] or {}
     where = ", ".join(f"{c[0]}={c[2] if len(c) > 2 else c[1]}" for c in m.get("ctx", []))
     return (
-        f"replay of run {run_id} diverged from the recording: {fid['matched']} of "
+        f"replay of run {job.history.run_id} diverged from the recording: {fid['matched']} of "
         f"{fid['checked']} recomputed values matched; first mismatch: {m.get('name')} at "
         f"{where or 'top level'} recorded {m.get('recorded')!r}, replayed {m.get('replayed')!r}. "
-        f"Replayed values of {', '.join(sorted(names))} are stored marked as diverged "
-        "(non-deterministic code?)"
+        f"Replayed values of {', '.join(sorted(job.names))} are stored marked as diverged. "
+        f"Most likely: {'; or '.join(likely_causes(job.history))}"
     )
+
+
+def likely_causes(h: history.RunHistory) -> list[str]:
+    """What most likely makes a replay of run `h` differ from its recording, most specific
+    first (the versions it ran with, state florql could not capture, then the usual
+    suspects)."""
+    causes = []
+    meta = h.meta or {}
+    now = {"python": sys.version.split()[0], "torch": _installed("torch")}
+    for lib, version in now.items():
+        if meta.get(lib) and version and str(meta[lib]).split("+")[0] != version.split("+")[0]:
+            causes.append(f"{lib} {version} here, {meta[lib]} when recorded")
+    if h.uncaptured:
+        listed = ", ".join(f"{n} ({t})" for n, t in sorted(h.uncaptured.items()))
+        causes.append(f"state no checkpoint holds: {listed}")
+    if not meta.get("rng"):
+        causes.append("randomness before the loop (this run was recorded without its start RNG)")
+    causes.append(
+        "randomness florql does not restore (a generator made inside a function, data loader "
+        "worker processes, GPU kernels)"
+    )
+    causes.append("an input file that changed since the recording")
+    return causes
+
+
+def _installed(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _task_json(

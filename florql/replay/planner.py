@@ -165,6 +165,7 @@ def plan_runs(
     wants: Iterable[tuple[RunHistory, set[str], str, set[int]]],
     admits: Admits,
     workers: int,
+    verify: int = 0,
 ) -> Plan:
     """Plan replay for each (history, names, placement, iterations already covered).
 
@@ -173,15 +174,24 @@ def plan_runs(
             "after").
         admits: `selection.admits`.
         workers: processes available; a run's work is split into at most this many tasks.
+        verify: plan only this many of each run's admitted iterations, covered or not, to be
+            re-executed in full (`florql query --verify`): a check of what is stored.
     """
     runs = [
-        _plan_run(h, names, placement, done, admits, workers) for h, names, placement, done in wants
+        _plan_run(h, names, placement, done, admits, workers, verify)
+        for h, names, placement, done in wants
     ]
     return Plan([r for r in runs if r.selected or r.warnings], workers)
 
 
 def _plan_run(
-    h: RunHistory, names: set[str], placement: str, done: set[int], admits: Admits, workers: int
+    h: RunHistory,
+    names: set[str],
+    placement: str,
+    done: set[int],
+    admits: Admits,
+    workers: int,
+    verify: int = 0,
 ) -> RunPlan:
     plan = RunPlan(h.run_id, placement, names, [], history=h)
     if h.outer is None or not h.iterations:
@@ -199,6 +209,8 @@ def _plan_run(
         for it in h.iterations
         if it.index not in done and admits(h.run_id, {h.outer: it.value})
     ]
+    if verify:
+        plan.selected = _sample(plan.selected, verify)
     pieces = _pieces(h, plan, placement)
     plan.tasks = _group(h, pieces, workers)
     plan.warnings += _state_warnings(h, plan)
@@ -226,6 +238,19 @@ def _state_warnings(h: RunHistory, plan: RunPlan) -> list[str]:
             f"assumed not to affect logged values: {listed}"
         )
     return out
+
+
+def _sample(selected: list[int], n: int) -> list[int]:
+    """`n` iterations spread over `selected`, the last one included (it has the most history
+    behind it).
+
+    >>> _sample(list(range(10)), 2), _sample([3], 2)
+    ([4, 9], [3])
+    """
+    if len(selected) <= n:
+        return selected
+    picks = {selected[len(selected) - 1 - (len(selected) * i) // n] for i in range(n)}
+    return sorted(picks)
 
 
 def _pieces(h: RunHistory, plan: RunPlan, placement: str) -> list[Piece]:

@@ -113,6 +113,7 @@ def prepare(
     script: str | None = None,
     runs: Sequence[str] | None = None,
     optional: Iterable[str] = (),
+    verify: int = 0,
 ) -> HindsightPlan:
     """Splice, summarise and plan against an open store.
 
@@ -184,13 +185,17 @@ def prepare(
             *(logged_names(_parse(t)) for t in (h.meta.get("sources") or {}).values())
         )
         jobs[rid] = RunJob(h, s, run_names, placement, recorded_names - s.names)
+        if verify:  # re-execute in full what is stored: never a restore-and-skip
+            if placement != "after":
+                wants.append((h, run_names, "execute", set()))
+            continue
         wants.append((h, run_names, placement, done))
         for r in h.diverged_replays(run_names):
             warnings.append(
                 f"stored replayed values of {', '.join(sorted(r.names & run_names))} in run {rid} "
                 f"diverged from the recording when they were replayed ({r.replay_id})"
             )
-    p = planner.plan_runs(wants, selection.admits, nworkers)
+    p = planner.plan_runs(wants, selection.admits, nworkers, verify)
     p.warm = executor.warm_server_running()
     warnings += p.warnings
     jobs = {rid: job for rid, job in jobs.items() if any(r.run_id == rid for r in p.runs)}

@@ -103,6 +103,7 @@ class Connection:
         progress: bool = False,
         persist: bool = False,
         tolerance: float | None = None,
+        verify: int = 0,
     ) -> None:
         from florql.cli import default_store
 
@@ -116,6 +117,7 @@ class Connection:
         self.tolerance = (
             tolerance  # of replay's fidelity check (None: $FLORQL_REPLAY_TOLERANCE or 0)
         )
+        self.verify = verify  # iterations per run replay re-executes in full to check itself
         self._store: Any = None
         self._duck_con: duckdb.DuckDBPyConnection | None = None
         self._cache: Cache | None = None
@@ -224,6 +226,7 @@ class Connection:
             progress=self.progress,
             partial=partial,
             tolerance=self.tolerance,
+            verify=self.verify,
         )
         if report is not None:
             self.refresh()
@@ -265,10 +268,12 @@ def connect(
     replay: bool = True,
     workers: int | None = None,
     tolerance: float | None = None,
+    verify: int = 0,
 ) -> Connection:
     """Open a read-only connection to `store` (default `$FLORQL_STORE` or `./.florql`);
-    `tolerance` is that of replay's fidelity check (default: exact)."""
-    return Connection(store, replay=replay, workers=workers, tolerance=tolerance)
+    `tolerance` is that of replay's fidelity check (default: exact); `verify`: iterations per
+    run a replay re-executes in full afterwards to check what it stored."""
+    return Connection(store, replay=replay, workers=workers, tolerance=tolerance, verify=verify)
 
 
 _default: Connection | None = None

@@ -71,6 +71,7 @@ def resolve_missing(
     progress: bool = False,
     partial: set[str] | frozenset[str] = frozenset(),
     tolerance: float | None = None,
+    verify: int = 0,
 ) -> Any:
     """Replay what the query needs; return the replay report (None when nothing was asked).
 
@@ -105,6 +106,7 @@ def resolve_missing(
         progress=progress,
         optional=set(partial) - set(missing),
         tolerance=tolerance,
+        verify=verify,
     )
     unresolved = set(_field(report, "unresolved", ()) or ()) & set(missing)
     if unresolved:

@@ -11,6 +11,7 @@ be), while replay workers start from fresh ones: only restored RNG states make t
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -151,6 +152,10 @@ def test_per_step_statements_in_a_train_function_read_restored_globals(tmp_path)
     _check(
         project, oracle, f"SELECT {cols} FROM logs WHERE lr_step IS NOT NULL ORDER BY epoch, step"
     )
+    # Everything is stored now: --verify re-executes two epochs in full and compares.
+    _, err = _rows(project, "SELECT count(lr_step) FROM logs", "--verify")
+    assert re.search(r"verified by re-executing [234] iteration\(s\) in full", err), err
+    assert "every stored value was reproduced" in err and "warning" not in err, err
 
 
 def test_locals_of_main_unregistered_optimizer_and_helper_objects_replay_exactly(tmp_path) -> None:

@@ -327,3 +327,54 @@ def test_a_stored_replayed_value_is_never_written_again_nor_replaced(fresh, scri
     assert {k: v for k, v in after.items() if k in before} == before
     assert len(_raw(fresh, "w3")) == 6
     assert any("the stored value is kept" in w for w in report.warnings)
+
+
+def test_verify_re_executes_a_sample_in_full_and_finds_a_changed_statement(fresh, script) -> None:
+    current = script(v2(step=False))
+    report = hindsight.ensure(str(fresh.store), ["wnorm"], ALL, 1, False, script=current, verify=2)
+    v = report.verified
+    assert v is not None and v.iterations == 2 and v.executed == {fresh.run_id: [2, 5]}
+    assert v.fidelity["checked"] > 0 and v.fidelity["matched"] == v.fidelity["checked"]
+    assert v.conflicts == 0 and not report.diverged
+    before = values(fresh.store, fresh.run_id, {"wnorm"})
+    # The statement changes; verification recomputes it and says the stored values differ.
+    changed = script(v2(step=False).replace('florql.log("wnorm", ', 'florql.log("wnorm", 1 + '))
+    again = hindsight.ensure(str(fresh.store), ["wnorm"], ALL, 1, False, script=changed, verify=1)
+    assert again.replayed_values == 0 and again.verified.conflicts == 1 and again.diverged
+    assert values(fresh.store, fresh.run_id, {"wnorm"}) == before  # nothing replaced
+
+
+COUNTER_V1 = V1.replace(
+    "florql.checkpointing(model=model, optimizer=opt)\n",
+    "florql.checkpointing(model=model, optimizer=opt)\n"
+    "class Counter:\n"
+    "    def __init__(self):\n"
+    "        self.n, self.sink = 0, open(__import__('os').devnull, 'w')\n"
+    "    def tick(self):\n"
+    "        self.n += 1\n"
+    "        return self.n\n"
+    "counter = Counter()\n",
+).replace(
+    '    florql.log("epoch_loss", running)\n',
+    '    florql.log("epoch_loss", running)\n    florql.log("tick", counter.tick())\n',
+)
+
+
+def test_divergence_names_the_state_no_checkpoint_could_hold(tmp_path: Path, script) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    run_id = record(project, project / ".florql", COUNTER_V1)
+    current = script(
+        COUNTER_V1.replace(
+            '    florql.log("tick", counter.tick())\n',
+            '    florql.log("tick", counter.tick())\n    florql.log("w", 1.0)\n',
+        )
+    )
+    plan = hindsight.plan(
+        str(project / ".florql"), ["w"], parse_where("epoch >= 3"), 1, script=current
+    )
+    assert "counter (Counter)" in plan.describe()
+    report = _ensure(project / ".florql", ["w"], parse_where("epoch >= 3"), current)
+    assert report.diverged and report.fidelity["first_mismatch"]["name"] == "tick"
+    assert any("state no checkpoint holds: counter (Counter)" in w for w in report.warnings)
+    assert values(project / ".florql", run_id, {"w"}, replayed=True)  # stored, marked
