@@ -68,7 +68,8 @@ class ReplaySession(Session):
         self._seen: dict[tuple, int] = {}
         self._new_seen: dict[tuple, int] = {}
         self._stored: dict[tuple, list] = {}
-        self.conflicts = 0
+        self.compared = 0  # values of new names found stored already (compared, not written)
+        self.conflicts = 0  # ... that differed
         self.executed: list[int] = []
         self.written = 0
         self.checked = 0
@@ -202,6 +203,7 @@ class ReplaySession(Session):
         stored = self._stored.get(key, [])
         if j >= len(stored):
             return False
+        self.compared += 1
         if not _same(stored[j], value, self.tolerance):
             self.conflicts += 1
             if self.conflicts == 1:
@@ -265,6 +267,7 @@ class ReplaySession(Session):
             "executed": self.executed,
             "inner_iterations": self.inner_iterations,
             "values": self.written,
+            "compared": self.compared,
             "conflicts": self.conflicts,
             "fidelity": {
                 "checked": self.checked,
