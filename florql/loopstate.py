@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import random
+import sys
 import types
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +61,7 @@ class LoopValues:
     extras: frozenset[str] = frozenset()
 
 
-_WRAPPERS = ({"$v"}, {"$in"}, {"$state"}, {"$attrs"}, {"$rng", "state"})
+_WRAPPERS = ({"$v"}, {"$in"}, {"$state"}, {"$attrs", "class"}, {"$rng", "state"})
 _SKIP_TYPES = (
     types.ModuleType,
     types.FunctionType,
@@ -127,7 +129,12 @@ def _encode(value: Any, tensors: list, name: str, receiver: bool) -> dict[str, A
     if callable(getattr(value, "state_dict", None)) and callable(
         getattr(value, "load_state_dict", None)
     ):
-        if receiver and not _changed(value):
+        if not receiver:  # bound anew by the loop (`best = copy.deepcopy(model)`)
+            raise RecordError(
+                f"{name} is a {type(value).__name__} the loop makes anew; a checkpoint can load "
+                "state into an object but not rebuild one"
+            )
+        if not _changed(value):
             return None
         return {"$state": capture.encode(value.state_dict(), tensors, name)}
     if capture.is_tensor(value) and receiver and value._version == 0:
@@ -141,7 +148,11 @@ def _encode(value: Any, tensors: list, name: str, receiver: bool) -> dict[str, A
         del tensors[mark:]
         if not _plain_object(value):
             raise
-        return {"$attrs": capture.encode(dict(vars(value)), tensors, name)}
+        cls = type(value)
+        return {
+            "$attrs": capture.encode(dict(vars(value)), tensors, name),
+            "class": f"{cls.__module__}:{cls.__qualname__}",
+        }
 
 
 def _plain_object(value: Any) -> bool:
@@ -208,6 +219,11 @@ def decode_scope(skels: dict[str, Any], blobs: list, live: dict[str, Any]) -> di
             if not _assign_in_place(current, value):
                 rebind[name] = value
             continue
+        if "$attrs" in skel:
+            if current is None or _class_name(current) != skel["class"]:
+                current = rebind[name] = _blank(skel["class"], name)
+            current.__dict__.update(capture.decode(skel["$attrs"], blobs))
+            continue
         if current is None:
             raise RecordError(
                 f"cannot restore {name}: the replayed code has no object to load its state "
@@ -215,11 +231,42 @@ def decode_scope(skels: dict[str, Any], blobs: list, live: dict[str, Any]) -> di
             )
         if "$state" in skel:
             current.load_state_dict(capture.decode(skel["$state"], blobs))
-        elif "$attrs" in skel:
-            current.__dict__.update(capture.decode(skel["$attrs"], blobs))
         elif "$rng" in skel:
             _set_generator(current, skel["$rng"], capture.decode(skel["state"], blobs))
     return rebind
+
+
+def _class_name(obj: Any) -> str:
+    return f"{type(obj).__module__}:{type(obj).__qualname__}"
+
+
+def _blank(ref: str, name: str) -> Any:
+    """An instance of the script's own class `ref` ("module:qualname") made without running
+    its `__init__`, to receive the stored attributes (no stored code runs: the class must be
+    one the replayed script has defined, or a namespace)."""
+    module, _, qualname = ref.partition(":")
+    cls: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        cls = getattr(cls, part, None)
+    if cls in (argparse.Namespace, types.SimpleNamespace):
+        return cls()
+    if not isinstance(cls, type) or not _own_module(sys.modules.get(module)):
+        raise RecordError(
+            f"cannot restore {name}: its class {ref} is not one the replayed script defines"
+        )
+    return cls.__new__(cls)
+
+
+def _own_module(mod: Any) -> bool:
+    """A module of the script's own (its `__main__`, or a file outside the interpreter's
+    library folders)."""
+    if mod is None:
+        return False
+    if mod.__name__ == "__main__":
+        return True
+    path = os.path.realpath(getattr(mod, "__file__", None) or "/")
+    libs = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    return "site-packages" not in path and not any(path.startswith(p + os.sep) for p in libs)
 
 
 def _wrapped(skel: Any) -> bool:

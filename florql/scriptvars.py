@@ -13,7 +13,8 @@ statically, once per run, from the two loops the session saw at run time (the ou
   same iteration after the inner loop, in the next iteration (read before any unconditional
   assignment of the body), after the loop, or (module scope) by any function of the module;
 - `inner`: when the inner loop runs in another function, that function's locals the inner loop
-  assigns and the function reads after it (`total` in `return total / n`);
+  assigns or changes in place and the function reads after it (`total` in `return total / n`,
+  a meter updated in the loop and read after it);
 - `globals`: module globals that functions assign through `global` (`global global_step`);
 - `receivers`: names of the outer scope the loop changes in place without assigning them
   (`history.append(v)`, `args.lr = ...`, `stopper.step(val)`, an optimizer nobody registered):
@@ -108,8 +109,10 @@ def plan(
     outer_names = assigned & wanted
     inner_names: set[str] = set()
     if inner_found is not None and not same_frame:
-        loop, _scope, inner_after = inner_found
-        inner_names = _stores(loop.body) & _loads(inner_after)
+        loop, fn, inner_after = inner_found
+        local = (_stores(getattr(fn, "body", [])) | _params(fn)) - _declared_global(fn)
+        changed = _stores(loop.body) | (_receivers(loop.body) & local)
+        inner_names = changed & _loads(inner_after)
     receivers -= outer_names | _stores(outer.target) | _all_imports(outer_tree)
     globals_ = set() if outer_is_module else module_globals
     if not outer_is_module and isinstance(scope, ast.AST):

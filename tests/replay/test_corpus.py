@@ -192,3 +192,29 @@ def test_a_variable_no_checkpoint_can_hold_makes_replay_start_over_and_says_why(
     assert "stream" in plan and "generator" in plan, plan
     err = _check(project, oracle, sql)
     assert "stream" in err
+
+
+def test_meters_trackers_and_summary_objects_replay_exactly(tmp_path) -> None:
+    v1 = (CORPUS / "meters.py").read_text()
+    v2 = (
+        v1.replace("    # @@TRAIN@@\n", '    florql.log("train_count", losses.count)\n')
+        .replace(
+            "        # @@EPOCH@@\n",
+            '        florql.log("since", tracker.epochs_since)\n'
+            '        florql.log("best_so_far", summary.value)\n'
+            '        florql.log("lr_now", optimizer.param_groups[0]["lr"])\n',
+        )
+        .replace("    # @@AFTER@@\n", '    florql.log("best_value", summary.value)\n')
+    )
+    project, oracle = tmp_path / "project", tmp_path / "oracle"
+    for folder, text in ((project, v1), (oracle, v2)):
+        folder.mkdir()
+        (folder / "train.py").write_text(text)
+        _cli(folder, "record", "--store", ".florql", "train.py", every=1)
+    (project / "train.py").write_text(v2)
+    cols = "epoch, avg, train_count, since, best_so_far, lr_now"
+    sql = f"SELECT {cols} FROM logs WHERE avg IS NOT NULL AND epoch >= 2 ORDER BY epoch"
+    err = _check(project, oracle, sql)
+    assert "replaying from the start" not in err and "cannot restore" not in err, err
+    _check(project, oracle, f"SELECT {cols} FROM logs WHERE avg IS NOT NULL ORDER BY epoch")
+    _check(project, oracle, "SELECT best_value FROM logs WHERE best_value IS NOT NULL")
