@@ -121,6 +121,10 @@ def encode_scope(
     return skels, bad, skipped
 
 
+def _unstorable(value: Any) -> str:
+    return f"a {type(value).__name__}, which a checkpoint cannot store"
+
+
 def _encode(value: Any, tensors: list, name: str, receiver: bool) -> dict[str, Any] | None:
     """One variable's skeleton; None when nothing needs storing (unchanged state)."""
     kind = _generator_kind(value)
@@ -147,12 +151,12 @@ def _encode(value: Any, tensors: list, name: str, receiver: bool) -> dict[str, A
     except RecordError:
         del tensors[mark:]
         if not _plain_object(value):
-            raise
-        cls = type(value)
-        return {
-            "$attrs": capture.encode(dict(vars(value)), tensors, name),
-            "class": f"{cls.__module__}:{cls.__qualname__}",
-        }
+            raise RecordError(_unstorable(value)) from None
+    try:
+        attrs = capture.encode(dict(vars(value)), tensors, name)
+    except RecordError:
+        raise RecordError(_unstorable(value)) from None
+    return {"$attrs": attrs, "class": _class_name(value)}
 
 
 def _plain_object(value: Any) -> bool:

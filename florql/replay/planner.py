@@ -287,7 +287,9 @@ def _reach_and_execute(h: RunHistory, plan: RunPlan, k: int) -> Piece:
     if ck is None:
         first = h.iterations[0].index
         # Iteration 0 always starts from the start; later ones warn: replay costs more there.
-        if k > first and not any(w.startswith("no checkpoint") for w in plan.warnings):
+        # (Incomplete checkpoints have a warning of their own, `_state_warnings`.)
+        late = k > first and not h.incomplete
+        if late and not any(w.startswith("no checkpoint") for w in plan.warnings):
             plan.warnings.append(
                 f"no checkpoint before iteration {k} of run {h.run_id}: replaying from the "
                 "start of training (record with a larger --overhead budget for faster replay)"
