@@ -51,12 +51,14 @@ from dataclasses import dataclass, field
 
 from florql.errors import ReplayError
 from florql.replay.early_exit import add_iteration_exit
+from florql.replay.effects import Imports, changed_names, effect, loader_names, owned_after
 from florql.replay.syntax import (
     BUILTIN_NAMES,
     Aliases,
     bound_names,
     child_bodies,
     contains_new_log,
+    flow,
     free_names,
     header_key,
     is_compound,
@@ -114,6 +116,23 @@ class _Ctx:
     scopes: tuple[ast.AST, ...]  # recorded module and enclosing function defs
     top_after: bool = False  # a florql loop came before, at the function's (module's) top level
     outer_after: bool = False  # ... in the body of the outermost florql loop of this function
+    # For new helper variables (see _Flow): inside one iteration of the outer loop, the loop's
+    # name, and the helper names surely assigned earlier in that iteration.
+    in_outer: bool = False
+    outer_name: str = ""
+    assigned: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class _Flow:
+    """A spliced statement's traffic in new helper variables, for the carried-value check."""
+
+    stmt: ast.stmt
+    scope: int  # id of the recorded scope (module or function) it runs in
+    unassigned_reads: frozenset[str]  # read before this iteration surely assigned them
+    changes: frozenset[str]
+    in_outer: bool
+    outer_name: str
 
 
 def new_names(recorded: Mapping[str, str], current: Mapping[str, str | None]) -> set[str]:
@@ -205,10 +224,18 @@ class _FileSplice:
         self.handled_lines: set[int] = set()  # current lines that belong to spliced statements
         self.unit_bound: dict[int, set[str]] = {}  # names spliced statements bind, per scope
         self.looping = looping_functions(self.rec_tree, self.aliases)
+        self.imports = Imports.of(self.rec_tree, self.cur_tree)
+        self.loaders = loader_names(self.rec_tree, self.imports)
+        self.owned: dict[int, set[str]] = {}  # helper names bound only to new objects, per scope
+        self.flows: list[_Flow] = []
+        self.clashes: dict[str, str] = {}  # helper name -> why its statement was not spliced
+        self.demand = _demand(self.cur_tree, self.rec_tree, self.aliases, targets)
+        self.demand_any = _demand(self.cur_tree, self.rec_tree, self.aliases, fresh)
 
     # -- matching -------------------------------------------------------------------------
     def run(self) -> None:
         self._body(self.cur_tree.body, self.rec_tree.body, _Ctx((), None, (self.rec_tree,)))
+        self._check_carried()
 
     def _sig(self, stmt: ast.stmt, current: bool) -> str:
         if is_compound(stmt):
@@ -230,10 +257,49 @@ class _FileSplice:
             contains_new_log(p, self.aliases, self.fresh) for p in own_parts(stmt)
         ):
             inner = [s for _, body in child_bodies(stmt) for s in body]
-            return all(self._is_unit(s, set()) for s in inner) and contains_new_log(
-                stmt, self.aliases, self.fresh
+            if not contains_new_log(stmt, self.aliases, self.fresh):
+                return False
+            if all(self._is_unit(s, set()) for s in inner):
+                return True
+            # With helper statements inside, a block whose header the recorded code has here is
+            # the recorded block with new statements in it, not a new block.
+            return self._sig(stmt, True) not in rec_sigs and all(
+                self._is_unit(s, set()) or self._is_helper(s, set()) for s in inner
             )
         return False
+
+    def _is_helper(self, stmt: ast.stmt, rec_sigs: set[str]) -> bool:
+        """A new statement shaped like a helper of log statements: an assignment, an import, a
+        call statement (`acc.append(x)`), or an `if`/`for`/`with` block of those; logging
+        nothing itself (a block that logs is a unit, `_is_unit`)."""
+        if any(logged_name(n, self.aliases) is not None for n in ast.walk(stmt)):
+            return False
+        if isinstance(stmt, _HELPER_SIMPLE) or (
+            isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
+        ):
+            return self._sig(stmt, True) not in rec_sigs
+        if isinstance(stmt, (ast.If, ast.With, ast.For)) and self._sig(stmt, True) not in rec_sigs:
+            return all(self._is_helper(s, set()) for _, body in child_bodies(stmt) for s in body)
+        return False
+
+    def _kind(self, stmt: ast.stmt, rec_sigs: set[str], ctx: _Ctx) -> str:
+        """ "place", "skip" (new, but for names not asked for now) or "" (not a new statement)."""
+        if self._is_unit(stmt, rec_sigs):
+            return "place" if self._wanted(stmt) else "skip"
+        if not self._is_helper(stmt, rec_sigs):
+            return ""
+        changes = changed_names(stmt)
+        if not changes & self.demand_any:
+            return ""  # no new log reads it: an edit the replay does not run
+        clash = sorted(_binds(stmt) & _used(ctx.scopes[-1]))
+        if clash:
+            for name in _binds(stmt) - set(clash):
+                self.clashes[name] = (
+                    f"line {stmt.lineno} assigns it, but also assigns {', '.join(clash)}, which "
+                    "the recorded code uses, so that line is not replayed; use new variable names"
+                )
+            return ""
+        return "place" if changes & self.demand else "skip"
 
     def _wanted(self, stmt: ast.stmt) -> bool:
         return bool(self._names_in(stmt) & self.targets)
@@ -245,31 +311,55 @@ class _FileSplice:
 
     def _body(self, cur_body: list[ast.stmt], rec_body: list[ast.stmt], ctx: _Ctx) -> None:
         rec_sigs = [self._sig(s, False) for s in rec_body]
-        units = [s for s in cur_body if self._is_unit(s, set(rec_sigs))]
-        unit_ids = {id(s) for s in units}
-        rest = [s for s in cur_body if id(s) not in unit_ids]
+        kinds = {id(s): self._kind(s, set(rec_sigs), ctx) for s in cur_body}
+        rest = [s for s in cur_body if not kinds[id(s)]]
         cur_sigs = [self._sig(s, True) for s in rest]
         ops = difflib.SequenceMatcher(None, cur_sigs, rec_sigs, autojunk=False).get_opcodes()
         match = _matches(ops, rest, rec_body, self.aliases)
         gap = 0
+        assigned = ctx.assigned  # helper names surely assigned by now in this iteration
+        # In source order, so that a statement sees the helpers spliced before it.
         for s in cur_body:
-            if id(s) not in unit_ids:
-                gap += 1
-            elif self._wanted(s):
-                pos = _position(ops, gap)
-                self._place(s, rec_body, pos, self._after(ctx, rec_body, pos))
-            else:  # a new log statement nobody asked for: not an edit worth a warning
-                self.handled_lines.update(range(_first_line(s), (s.end_lineno or s.lineno) + 1))
-        for i, s in enumerate(rest):
-            if not contains_new_log(s, self.aliases, self.fresh) or not self._wanted(s):
-                continue
-            j = match.get(i)
-            if j is None:
-                raise self._error(
-                    s,
-                    "the block or statement around it has no counterpart in the recorded code; keep the surrounding code as recorded",
+            if not kinds[id(s)]:
+                same = gap in match and cur_sigs[gap] == rec_sigs[match[gap]]
+                self._into(
+                    s, gap, match, rec_body, same, dataclasses.replace(ctx, assigned=assigned)
                 )
-            self._descend(s, rec_body[j], cur_sigs[i] == rec_sigs[j], self._after(ctx, rec_body, j))
+                gap += 1
+            elif kinds[id(s)] == "place":
+                pos = _position(ops, gap)
+                here = dataclasses.replace(self._after(ctx, rec_body, pos), assigned=assigned)
+                self._place(s, rec_body, pos, here)
+                assigned = flow([s], assigned)[1]
+            else:  # a new statement for names nobody asked for: not an edit worth a warning
+                self.handled_lines.update(range(_first_line(s), (s.end_lineno or s.lineno) + 1))
+
+    def _into(
+        self,
+        s: ast.stmt,
+        i: int,
+        match: dict[int, int],
+        rec_body: list[ast.stmt],
+        same: bool,
+        ctx: _Ctx,
+    ) -> None:
+        """Descend into current statement `s` (index `i` of the non-new ones) when it holds
+        new statements, through its recorded counterpart."""
+        wanted_log = contains_new_log(s, self.aliases, self.fresh) and self._wanted(s)
+        j = match.get(i)
+        if j is None and wanted_log:
+            raise self._error(
+                s,
+                "the block or statement around it has no counterpart in the recorded code; keep the surrounding code as recorded",
+            )
+        if j is not None and (wanted_log or self._holds_helpers(s)):
+            self._descend(s, rec_body[j], same, self._after(ctx, rec_body, j))
+
+    def _holds_helpers(self, stmt: ast.stmt) -> bool:
+        """Whether a compound statement may hold new helper statements that asked-for logs read."""
+        return is_compound(stmt) and any(
+            changed_names(s) & self.demand_any for _, body in child_bodies(stmt) for s in body
+        )
 
     def _after(self, ctx: _Ctx, rec_body: list[ast.stmt], pos: int) -> _Ctx:
         if pos == _AMBIGUOUS:
@@ -286,7 +376,7 @@ class _FileSplice:
             self.replaces.append((rec, cur, ctx))
             self._check_names(cur, ctx, wrapped=True)
             return
-        inner = _inner_ctx(cur, rec, ctx, self.aliases)
+        inner = self._iteration_ctx(rec, _inner_ctx(cur, rec, ctx, self.aliases), ctx)
         rec_bodies = dict(child_bodies(rec))
         for label, body in child_bodies(cur):
             if label not in rec_bodies:
@@ -302,6 +392,7 @@ class _FileSplice:
                 "the statements next to it changed, so its place in the recorded code is ambiguous; put it next to a statement that is unchanged since the run was recorded",
             )
         self._check_names(unit, ctx, wrapped=False)
+        self._check_effects(unit, ctx)
         self.inserts.append((rec_body, pos, unit, ctx))
 
     def _check_names(self, stmt: ast.stmt, ctx: _Ctx, wrapped: bool) -> None:
@@ -311,16 +402,17 @@ class _FileSplice:
             defined |= bound_names(sc)
         missing = sorted(free_names(stmt) - defined)
         if missing:
+            hints = [f" ({m}: {self.clashes[m]})" for m in missing if m in self.clashes]
             raise self._error(
                 stmt,
-                f"it reads {', '.join(missing)}, which the recorded code does not define there; "
-                "log only values the recorded code computes",
+                f"it reads {', '.join(missing)}, which the recorded code does not define there "
+                "and no new statement before it assigns; log values the recorded code computes, "
+                "or assign them first in new statements" + "".join(hints),
             )
         if wrapped:
             return
-        binds = _stored_names(stmt)
-        used = {n.id for n in ast.walk(scope) if isinstance(n, ast.Name)}
-        clash = sorted(binds & used)
+        binds = _binds(stmt)
+        clash = sorted(binds & _used(scope))
         if clash:
             raise self._error(
                 stmt,
@@ -328,6 +420,74 @@ class _FileSplice:
                 "would change what the run computed; use a new variable name",
             )
         self.unit_bound.setdefault(id(scope), set()).update(binds)
+
+    def _check_effects(self, stmt: ast.stmt, ctx: _Ctx) -> None:
+        """Refuse a new statement that changes the recorded run's state or draws random numbers
+        (florql/replay/effects.py); otherwise remember which helper names it owns and how it
+        reads and changes them (for `_check_carried`)."""
+        scope = id(ctx.scopes[-1])
+        owned = owned_after([stmt], self.owned.get(scope, set()), self.imports)
+        why = effect(stmt, owned, self.imports, self.loaders)
+        if why:
+            raise self._error(stmt, why)
+        self.owned[scope] = owned
+        reads = flow([stmt], ctx.assigned)[0]
+        self.flows.append(
+            _Flow(
+                stmt,
+                scope,
+                frozenset(reads),
+                frozenset(changed_names(stmt)),
+                ctx.in_outer,
+                ctx.outer_name,
+            )
+        )
+
+    def _check_carried(self) -> None:
+        """Refuse new statements that read a helper value an earlier outer-loop iteration left.
+
+        A replay restores an iteration from its checkpoint without running the iterations
+        before it, and checkpoints hold only the recorded run's state: a helper value carried
+        from one iteration to the next (`best = max(best, acc)`), or out of the loop, would be
+        what the replay happened to run, not what a from-scratch run computes.
+        """
+        in_loop: dict[int, dict[str, str]] = {}
+        for f in self.flows:
+            if f.in_outer:
+                for name in f.changes:
+                    in_loop.setdefault(f.scope, {}).setdefault(name, f.outer_name)
+        for f in self.flows:
+            carried = sorted(f.unassigned_reads & set(in_loop.get(f.scope, {})))
+            if carried:
+                loop = in_loop[f.scope][carried[0]] or "outer"
+                raise self._error(
+                    f.stmt,
+                    f"it reads {', '.join(carried)}, which new code sets inside the {loop} loop "
+                    "and this statement may see from an earlier iteration (or after the loop); a "
+                    "replay restores iterations from checkpoints without running the ones "
+                    "before, so that value is unknown; compute it afresh in each iteration (or "
+                    "log per-iteration values and aggregate in SQL, e.g. "
+                    f"MAX(x) OVER (ORDER BY {loop}))",
+                )
+
+    def _iteration_ctx(self, rec: ast.stmt, inner: _Ctx, outer: _Ctx) -> _Ctx:
+        """`inner` (the context inside `rec`) with where outer-loop iterations begin marked.
+
+        A function called inside a florql loop starts fresh locals at each call: all of it is
+        within one iteration. Otherwise the first florql loop of a scope is where iterations
+        begin (for a function called from several loop contexts, conservatively so too).
+        """
+        if isinstance(rec, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            site = _call_site(self.rec_tree, rec.name, self.aliases, 0)
+            per_call = site is not None and _depth(site[0]) > 0
+            first = next((n for n in site[0] if n), "") if per_call and site else ""
+            return dataclasses.replace(
+                inner, in_outer=per_call, outer_name=first, assigned=frozenset()
+            )
+        loop = loop_name(rec, self.aliases)
+        if loop and not outer.in_outer:
+            return dataclasses.replace(inner, in_outer=True, outer_name=loop, assigned=frozenset())
+        return inner
 
     def _error(self, stmt: ast.stmt, why: str) -> ReplayError:
         src = (ast.get_source_segment(self.cur_text, stmt) or "").splitlines()[0:1]
@@ -624,6 +784,75 @@ def _through(
     if n == 1:  # called in the outer body: loops earlier in the function are inner loops
         return site_loops + loops, site_after or top_after
     return site_loops + loops, site_after
+
+
+_HELPER_SIMPLE = (
+    ast.Assign,
+    ast.AnnAssign,
+    ast.AugAssign,
+    ast.Import,
+    ast.ImportFrom,
+    ast.Delete,
+    ast.Global,
+    ast.Nonlocal,
+)
+
+
+def _demand(cur: ast.Module, rec: ast.Module, aliases: Aliases, names: set[str]) -> set[str]:
+    """Names that new statements logging `names` may need computed (an over-approximation).
+
+    Those read by the statements holding such a log call and by the headers of the blocks
+    around them, then, repeatedly, the same for statements not in the recorded code that
+    assign or change a needed name.
+    """
+    parents = {id(c): p for p in ast.walk(cur) for c in ast.iter_child_nodes(p)}
+
+    def around(node: ast.AST) -> set[str]:
+        out: set[str] = set()
+        up: ast.AST | None = node
+        while up is not None and not isinstance(up, ast.Module):
+            if isinstance(up, ast.stmt):
+                parts = own_parts(up) if is_compound(up) else [up]
+                out |= set().union(*(_loads(p) for p in parts))
+            up = parents.get(id(up))
+        return out
+
+    need: set[str] = set()
+    for node in ast.walk(cur):
+        if logged_name(node, aliases) in names:
+            need |= around(node)
+    recorded = {ast.dump(n) for n in ast.walk(rec) if isinstance(n, ast.stmt)}
+    candidates = [
+        n
+        for n in ast.walk(cur)
+        if isinstance(n, ast.stmt) and not is_compound(n) and ast.dump(n) not in recorded
+    ]
+    grew = True
+    while grew:
+        grew = False
+        for n in candidates:
+            if changed_names(n) & need and not (more := around(n)) <= need:
+                need |= more
+                grew = True
+    return need
+
+
+def _loads(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def _binds(stmt: ast.stmt) -> set[str]:
+    """Names a statement binds in its scope, imports included."""
+    out = _stored_names(stmt)
+    for n in ast.walk(stmt):
+        if isinstance(n, (ast.Import, ast.ImportFrom)):
+            out.update((a.asname or a.name).split(".")[0] for a in n.names)
+    return out
+
+
+def _used(scope: ast.AST) -> set[str]:
+    """Every name the recorded scope mentions (nested functions included: conservative)."""
+    return {n.id for n in ast.walk(scope) if isinstance(n, ast.Name)}
 
 
 def _stored_names(stmt: ast.stmt) -> set[str]:

@@ -266,3 +266,57 @@ def free_names(node: ast.AST) -> set[str]:
         elif isinstance(n, ast.arg):
             local.add(n.arg)
     return loads - local
+
+
+def flow(stmts: list[ast.stmt], assigned: frozenset[str]) -> tuple[set[str], frozenset[str]]:
+    """(names `stmts` may read before they are assigned, names surely assigned after them).
+
+    `assigned` are the names surely assigned before `stmts` run. A loop's body may run zero
+    times and only one branch of an `if` runs, so neither adds to what is surely assigned.
+
+    >>> flow(ast.parse("a = b\\nc = a + d\\nfor i in r: e = i\\nf += 1").body, frozenset())[0] == {"b", "d", "r", "f"}
+    True
+    >>> sorted(flow(ast.parse("best = max(best, acc)").body, frozenset({"acc"}))[0])
+    ['best', 'max']
+    """
+    reads: set[str] = set()
+    done = set(assigned)
+    for s in stmts:
+        if isinstance(s, (ast.For, ast.AsyncFor)):
+            reads |= free_names(s.iter) - done
+            inner = frozenset(done | _target_names(s.target))
+            reads |= flow(s.body, inner)[0] | flow(s.orelse, frozenset(done))[0]
+        elif isinstance(s, (ast.While, ast.If)):
+            reads |= free_names(s.test) - done
+            reads |= flow(s.body, frozenset(done))[0] | flow(s.orelse, frozenset(done))[0]
+        elif isinstance(s, (ast.With, ast.AsyncWith)):
+            for item in s.items:
+                reads |= free_names(item.context_expr) - done
+                if item.optional_vars is not None:
+                    done |= _target_names(item.optional_vars)
+            body_reads, after = flow(s.body, frozenset(done))
+            reads |= body_reads
+            done |= after
+        elif isinstance(s, (ast.Assign, ast.AnnAssign)):
+            targets = s.targets if isinstance(s, ast.Assign) else [s.target]
+            value = [s.value] if s.value is not None else []
+            reads |= set().union(*(free_names(n) for n in [*value, *targets])) - done
+            done |= set().union(*(_target_names(t) for t in targets))
+        elif isinstance(s, ast.AugAssign):
+            reads |= (free_names(s.value) | free_names(s.target) | _target_names(s.target)) - done
+        elif isinstance(s, (ast.Import, ast.ImportFrom)):
+            done |= {(a.asname or a.name).split(".")[0] for a in s.names}
+        else:
+            reads |= free_names(s) - done
+    return reads, frozenset(done)
+
+
+def _target_names(target: ast.AST) -> set[str]:
+    """Names an assignment target binds (`a`, `a, (b, *c)`), not the bases of `x.y` / `x[i]`."""
+    if isinstance(target, ast.Name):
+        return {target.id}
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return set().union(*(_target_names(e) for e in target.elts))
+    if isinstance(target, ast.Starred):
+        return _target_names(target.value)
+    return set()
