@@ -244,7 +244,7 @@ class _FileSplice:
             return unwrapped_dump(stmt, self.aliases, self.fresh)
         return ast.dump(stmt)
 
-    def _is_unit(self, stmt: ast.stmt, rec_sigs: set[str]) -> bool:
+    def _is_unit(self, stmt: ast.stmt, rec_sigs: set[str], helpers: bool = True) -> bool:
         if isinstance(stmt, ast.Expr):
             return logged_name(stmt.value, self.aliases) in self.fresh
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
@@ -259,12 +259,14 @@ class _FileSplice:
             inner = [s for _, body in child_bodies(stmt) for s in body]
             if not contains_new_log(stmt, self.aliases, self.fresh):
                 return False
-            if all(self._is_unit(s, set()) for s in inner):
+            if all(self._is_unit(s, set(), helpers=False) for s in inner):
                 return True
             # With helper statements inside, a block whose header the recorded code has here is
             # the recorded block with new statements in it, not a new block.
-            return self._sig(stmt, True) not in rec_sigs and all(
-                self._is_unit(s, set()) or self._is_helper(s, set()) for s in inner
+            return (
+                helpers
+                and self._sig(stmt, True) not in rec_sigs
+                and all(self._is_unit(s, set()) or self._is_helper(s, set()) for s in inner)
             )
         return False
 

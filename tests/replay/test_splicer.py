@@ -517,3 +517,17 @@ def test_a_helper_read_only_by_the_header_of_a_new_block_is_spliced() -> None:
     v2 = v2.replace("for c in range(3):", "for c in range(n_cls):")
     s = splice({"train.py": TORCH}, {"train.py": v2})
     assert "    n_cls = 3\n" in s.sources["train.py"] and s.other_edits == []
+
+
+def test_new_statements_inside_a_recorded_block_are_not_a_new_block() -> None:
+    # The recorded `with` holds a recorded loop; a helper and a log added inside that loop go
+    # into it, and the recorded block is not taken for a new one.
+    rec = TORCH.replace(
+        '    florql.log("acc"',
+        "    with torch.no_grad():\n        for i in range(2):\n            ev = float(i)\n"
+        '    florql.log("acc"',
+    )
+    cur = _edit(rec, "ev = float(i)", '            e2 = ev * 2\n            florql.log("e2", e2)')
+    s = splice({"train.py": rec}, {"train.py": cur})
+    assert s.sources["train.py"].replace("    " + GUARD + "\n", "") == cur
+    assert [st.loops for st in s.statements] == [("epoch", ""), ("epoch", "")]
