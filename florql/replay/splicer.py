@@ -1,25 +1,34 @@
 """Splicing a script's new `florql.log` statements into the code a run recorded.
 
 The recorded code is what replays, because it produced the checkpoints; the current code only
-donates its new log statements. A new statement is one that logs a literal name no log call in
-the recorded sources logs. Supported shapes:
+donates its new log statements (and the helpers they read). A new log statement logs a literal
+name no log call in the recorded sources logs. Supported shapes:
 
 1. `florql.log("name", expr)` as a statement (the primary case);
 2. `x = florql.log("name", expr)` where the recorded code neither binds nor reads `x`;
-3. `if`, `with` and `for` blocks holding only statements of shapes 1-3 (`with
+3. `if`, `with` and `for` blocks holding only statements of shapes 1-3 and 5 (`with
    torch.no_grad():`, `for p in model.parameters():`), whose own variables the recorded code
    does not use; a later new statement may read what an earlier one assigned;
 4. a statement of the recorded code with a `florql.log("name", e)` wrapped around one of its
    expressions (`loss = florql.log("loss2", crit(y, t))`): since `log` returns its value, the
-   wrapped statement replaces its recorded twin and computes the same thing.
+   wrapped statement replaces its recorded twin and computes the same thing;
+5. helper statements: new assignments, imports, call statements (`acc.append(x)`) and small
+   new `if`/`for`/`with` blocks of them that log nothing, when a wanted new log statement (or
+   another helper) reads what they assign or change (`_demand`), and they assign no name the
+   recorded code uses (else they are an other edit).
+
+Every spliced statement must only observe the recorded run: `effects.py` refuses those that
+change its state or draw random numbers, and `_check_carried` those reading a helper value
+left by an earlier outer-loop iteration (a replay does not run the iterations it skips).
 
 Placement: the enclosing blocks (functions by name, `florql.loop`s by loop name, other
 compound statements by their header) are matched between the two trees; inside the innermost
 block the statements other than new ones are aligned with `difflib` and the new statement goes
 between the counterparts of its nearest unchanged neighbours. When its neighbours changed so
 that two positions are possible, or its block has no recorded counterpart, or it reads a name
-the recorded code does not define in that scope, `ReplayError` names its line. Every other
-difference is listed in `Splice.other_edits` and not replayed.
+neither the recorded code nor an earlier new statement defines in that scope, `EditError` (a
+`ReplayError`, exit code 2) names its file and line. Every other difference is listed in
+`Splice.other_edits` and not replayed.
 
 The spliced text keeps the recorded text byte for byte outside the inserted lines (so line
 numbers in replay tracebacks match the recorded file); the result is re-parsed and compared
@@ -49,7 +58,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from florql.errors import ReplayError
+from florql.errors import EditError
 from florql.replay.early_exit import add_iteration_exit
 from florql.replay.effects import Imports, changed_names, effect, loader_names, owned_after
 from florql.replay.syntax import (
@@ -158,7 +167,7 @@ def splice(
         current: {relative path: text or None when the file is gone} for the same paths.
         want: restrict to statements logging at least one of these names.
     Raises:
-        ReplayError: a wanted statement cannot be placed, or reads a name the recorded code
+        EditError: a wanted statement cannot be placed, or reads a name the recorded code
             does not define there; the message names file and line.
     """
     fresh = new_names(recorded, current)
@@ -206,7 +215,7 @@ def _parse(text: str, path: str) -> ast.Module:
     try:
         return ast.parse(text, filename=path)
     except SyntaxError as e:
-        raise ReplayError(
+        raise EditError(
             f"{path} line {e.lineno}: cannot parse ({e.msg}); fix the syntax error and retry"
         ) from None
 
@@ -491,10 +500,10 @@ class _FileSplice:
             return dataclasses.replace(inner, in_outer=True, outer_name=loop, assigned=frozenset())
         return inner
 
-    def _error(self, stmt: ast.stmt, why: str) -> ReplayError:
+    def _error(self, stmt: ast.stmt, why: str) -> EditError:
         src = (ast.get_source_segment(self.cur_text, stmt) or "").splitlines()[0:1]
         shown = f" `{src[0].strip()}`" if src else ""
-        return ReplayError(f"{self.path} line {stmt.lineno}: cannot replay{shown}: {why}")
+        return EditError(f"{self.path} line {stmt.lineno}: cannot replay{shown}: {why}")
 
     # -- output -------------------------------------------------------------------------
     def text(self) -> str:
