@@ -190,7 +190,12 @@ def splice(
 
 
 def _with_iteration_exit(text: str, statements: list[NewStatement]) -> str:
-    """Add early_exit's guard when every new statement here is a per-epoch one of one loop."""
+    """Add early_exit's guard when every new statement here is a per-epoch one of one loop.
+
+    A helper outside every loop (logging nothing, so before the outer loop: one after it
+    serves only statements after it) runs before any iteration and does not count.
+    """
+    statements = [s for s in statements if s.names or s.loops != ()]
     outer = {s.loops[0] if s.loops else None for s in statements}
     if (
         not statements

@@ -531,3 +531,11 @@ def test_new_statements_inside_a_recorded_block_are_not_a_new_block() -> None:
     s = splice({"train.py": rec}, {"train.py": cur})
     assert s.sources["train.py"].replace("    " + GUARD + "\n", "") == cur
     assert [st.loops for st in s.statements] == [("epoch", ""), ("epoch", "")]
+
+
+def test_a_helper_before_the_outer_loop_keeps_the_per_epoch_early_exit() -> None:
+    v2 = _edit(TORCH, "hist = [0.0]", "classes = 3")
+    v2 = _edit(v2, "y = torch.arange(5) % 3", '    florql.log("n", float((pred < classes).sum()))')
+    s = splice({"train.py": TORCH}, {"train.py": v2})
+    assert [(st.names, st.loops) for st in s.statements] == [((), ()), (("n",), ("epoch",))]
+    assert s.sources["train.py"].count(GUARD) == 1
