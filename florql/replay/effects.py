@@ -62,14 +62,15 @@ _RNG_METHODS = _words(
     "normal_ uniform_ random_ bernoulli_ cauchy_ exponential_ geometric_ log_normal_ "
     "bernoulli multinomial"
 )
-_RNG_PREFIXES = ("random.", "numpy.random.", "torch.random.", "torch.nn.init.", "torch.cuda.")
+_RNG_PREFIXES = ("random.", "numpy.random.", "torch.random.", "torch.nn.init.")
 _RNG_FUNCTIONS = frozenset(
     f"torch.{f}"
     for f in _words(
         "rand randn randint randperm rand_like randn_like randint_like bernoulli multinomial "
         "normal poisson manual_seed seed dropout nn.functional.dropout nn.functional.dropout1d "
         "nn.functional.dropout2d nn.functional.dropout3d nn.functional.alpha_dropout "
-        "nn.functional.feature_alpha_dropout nn.functional.gumbel_softmax nn.functional.rrelu"
+        "nn.functional.feature_alpha_dropout nn.functional.gumbel_softmax nn.functional.rrelu "
+        "cuda.manual_seed cuda.manual_seed_all cuda.seed cuda.seed_all cuda.set_rng_state"
     )
 )
 _BUILTINS_REFUSED = {

@@ -539,3 +539,18 @@ def test_a_helper_before_the_outer_loop_keeps_the_per_epoch_early_exit() -> None
     s = splice({"train.py": TORCH}, {"train.py": v2})
     assert [(st.names, st.loops) for st in s.statements] == [((), ()), (("n",), ("epoch",))]
     assert s.sources["train.py"].count(GUARD) == 1
+
+
+@pytest.mark.parametrize(
+    "new",
+    [
+        "g = torch.cuda.is_available()",
+        "g = torch.nn.functional.softmax(model.weight, 0).max().item()",
+        "g = [p.detach().clone() for p in model.parameters()]",
+        "g = {k: v.norm().item() for k, v in model.state_dict().items()}",
+        "g = sorted(hist)",
+    ],
+)
+def test_reading_new_statements_are_not_refused(new: str) -> None:
+    v2 = _edit(TORCH, "opt.step()", f'        {new}\n        florql.log("g", repr(g))')
+    assert splice({"train.py": TORCH}, {"train.py": v2}).names == {"g"}
