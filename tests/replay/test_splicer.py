@@ -554,3 +554,16 @@ def test_a_helper_before_the_outer_loop_keeps_the_per_epoch_early_exit() -> None
 def test_reading_new_statements_are_not_refused(new: str) -> None:
     v2 = _edit(TORCH, "opt.step()", f'        {new}\n        florql.log("g", repr(g))')
     assert splice({"train.py": TORCH}, {"train.py": v2}).names == {"g"}
+
+
+def test_a_helper_assigned_only_on_some_iterations_is_carried_and_refused() -> None:
+    new = "    if epoch % 2 == 0:\n        even = float(loss)\n" + '    florql.log("even", even)'
+    v2 = _edit(TORCH, 'florql.log("acc"', new)
+    with pytest.raises(ReplayError, match=r"line 26: .*reads even, which new code sets inside"):
+        splice({"train.py": TORCH}, {"train.py": v2})
+
+
+def test_a_helper_assigned_on_every_branch_first_is_not_carried() -> None:
+    new = "    even = 0.0\n    if epoch % 2 == 0:\n        even = float(loss)\n"
+    v2 = _edit(TORCH, 'florql.log("acc"', new + '    florql.log("even", even)')
+    assert splice({"train.py": TORCH}, {"train.py": v2}).names == {"even"}
