@@ -567,3 +567,17 @@ def test_a_helper_assigned_on_every_branch_first_is_not_carried() -> None:
     new = "    even = 0.0\n    if epoch % 2 == 0:\n        even = float(loss)\n"
     v2 = _edit(TORCH, 'florql.log("acc"', new + '    florql.log("even", even)')
     assert splice({"train.py": TORCH}, {"train.py": v2}).names == {"even"}
+
+
+def test_a_log_wrapped_around_a_multi_line_recorded_statement_replaces_it_whole() -> None:
+    rec = TORCH.replace(
+        "        pred = model(torch.ones(5, 4)).argmax(1)\n",
+        "        pred = model(\n            torch.ones(5, 4)\n        ).argmax(1)\n",
+    )
+    cur = rec.replace(
+        "        pred = model(\n            torch.ones(5, 4)\n        ).argmax(1)\n",
+        '        pred = florql.log(\n            "pred",\n            model(\n'
+        "                torch.ones(5, 4)\n            ).argmax(1),\n        )\n",
+    )
+    s = splice({"train.py": rec}, {"train.py": cur}, want={"pred"})
+    assert s.sources["train.py"].replace("    " + GUARD + "\n", "") == cur and s.other_edits == []
