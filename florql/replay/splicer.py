@@ -14,11 +14,11 @@ name no log call in the recorded sources logs. Supported shapes:
    wrapped statement replaces its recorded twin and computes the same thing;
 5. helper statements: new assignments, imports, call statements (`acc.append(x)`) and small
    new `if`/`for`/`with` blocks of them that log nothing, when a wanted new log statement (or
-   another helper) reads what they assign or change (`_demand`), and they assign no name the
-   recorded code uses (else they are an other edit).
+   another helper) reads what they assign or change (`dataflow.demand`), and they assign no
+   name the recorded code uses (else they are an other edit).
 
 Every spliced statement must only observe the recorded run: `effects.py` refuses those that
-change its state or draw random numbers, and `_check_carried` those reading a helper value
+change its state or draw random numbers, and `dataflow.carried` those reading a helper value
 left by an earlier outer-loop iteration (a replay does not run the iterations it skips).
 
 Placement: the enclosing blocks (functions by name, `florql.loop`s by loop name, other
@@ -59,6 +59,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from florql.errors import EditError
+from florql.replay.dataflow import (
+    HELPER_SIMPLE,
+    Flow,
+    binds,
+    carried,
+    carried_reason,
+    demand,
+    flow,
+    used,
+)
 from florql.replay.early_exit import add_iteration_exit
 from florql.replay.effects import Imports, changed_names, effect, loader_names, owned_after
 from florql.replay.syntax import (
@@ -67,7 +77,6 @@ from florql.replay.syntax import (
     bound_names,
     child_bodies,
     contains_new_log,
-    flow,
     free_names,
     header_key,
     is_compound,
@@ -125,23 +134,11 @@ class _Ctx:
     scopes: tuple[ast.AST, ...]  # recorded module and enclosing function defs
     top_after: bool = False  # a florql loop came before, at the function's (module's) top level
     outer_after: bool = False  # ... in the body of the outermost florql loop of this function
-    # For new helper variables (see _Flow): inside one iteration of the outer loop, the loop's
+    # For new helper variables (see dataflow.Flow): inside one iteration of the outer loop, the loop's
     # name, and the helper names surely assigned earlier in that iteration.
     in_outer: bool = False
     outer_name: str = ""
     assigned: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class _Flow:
-    """A spliced statement's traffic in new helper variables, for the carried-value check."""
-
-    stmt: ast.stmt
-    scope: int  # id of the recorded scope (module or function) it runs in
-    unassigned_reads: frozenset[str]  # read before this iteration surely assigned them
-    changes: frozenset[str]
-    in_outer: bool
-    outer_name: str
 
 
 def new_names(recorded: Mapping[str, str], current: Mapping[str, str | None]) -> set[str]:
@@ -241,10 +238,10 @@ class _FileSplice:
         self.imports = Imports.of(self.rec_tree, self.cur_tree)
         self.loaders = loader_names(self.rec_tree, self.imports)
         self.owned: dict[int, set[str]] = {}  # helper names bound only to new objects, per scope
-        self.flows: list[_Flow] = []
+        self.flows: list[Flow] = []
         self.clashes: dict[str, str] = {}  # helper name -> why its statement was not spliced
-        self.demand = _demand(self.cur_tree, self.rec_tree, self.aliases, targets)
-        self.demand_any = _demand(self.cur_tree, self.rec_tree, self.aliases, fresh)
+        self.demand = demand(self.cur_tree, self.rec_tree, self.aliases, targets)
+        self.demand_any = demand(self.cur_tree, self.rec_tree, self.aliases, fresh)
 
     # -- matching -------------------------------------------------------------------------
     def run(self) -> None:
@@ -290,7 +287,7 @@ class _FileSplice:
         nothing itself (a block that logs is a unit, `_is_unit`)."""
         if any(logged_name(n, self.aliases) is not None for n in ast.walk(stmt)):
             return False
-        if isinstance(stmt, _HELPER_SIMPLE) or (
+        if isinstance(stmt, HELPER_SIMPLE) or (
             isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
         ):
             return self._sig(stmt, True) not in rec_sigs
@@ -307,9 +304,9 @@ class _FileSplice:
         changes = changed_names(stmt)
         if not changes & self.demand_any:
             return ""  # no new log reads it: an edit the replay does not run
-        clash = sorted(_binds(stmt) & _used(ctx.scopes[-1]))
+        clash = sorted(binds(stmt) & used(ctx.scopes[-1]))
         if clash:
-            for name in _binds(stmt) - set(clash):
+            for name in binds(stmt) - set(clash):
                 self.clashes[name] = (
                     f"line {stmt.lineno} assigns it, but also assigns {', '.join(clash)}, which "
                     "the recorded code uses, so that line is not replayed; use new variable names"
@@ -427,15 +424,15 @@ class _FileSplice:
             )
         if wrapped:
             return
-        binds = _binds(stmt)
-        clash = sorted(binds & _used(scope))
+        bound = binds(stmt)
+        clash = sorted(bound & used(scope))
         if clash:
             raise self._error(
                 stmt,
                 f"it assigns {', '.join(clash)}, which the recorded code also uses, so splicing it "
                 "would change what the run computed; use a new variable name",
             )
-        self.unit_bound.setdefault(id(scope), set()).update(binds)
+        self.unit_bound.setdefault(id(scope), set()).update(bound)
 
     def _check_effects(self, stmt: ast.stmt, ctx: _Ctx) -> None:
         """Refuse a new statement that changes the recorded run's state or draws random numbers
@@ -449,7 +446,7 @@ class _FileSplice:
         self.owned[scope] = owned
         reads = flow([stmt], ctx.assigned)[0]
         self.flows.append(
-            _Flow(
+            Flow(
                 stmt,
                 scope,
                 frozenset(reads),
@@ -460,31 +457,12 @@ class _FileSplice:
         )
 
     def _check_carried(self) -> None:
-        """Refuse new statements that read a helper value an earlier outer-loop iteration left.
-
-        A replay restores an iteration from its checkpoint without running the iterations
-        before it, and checkpoints hold only the recorded run's state: a helper value carried
-        from one iteration to the next (`best = max(best, acc)`), or out of the loop, would be
-        what the replay happened to run, not what a from-scratch run computes.
-        """
-        in_loop: dict[int, dict[str, str]] = {}
-        for f in self.flows:
-            if f.in_outer:
-                for name in f.changes:
-                    in_loop.setdefault(f.scope, {}).setdefault(name, f.outer_name)
-        for f in self.flows:
-            carried = sorted(f.unassigned_reads & set(in_loop.get(f.scope, {})))
-            if carried:
-                loop = in_loop[f.scope][carried[0]] or "outer"
-                raise self._error(
-                    f.stmt,
-                    f"it reads {', '.join(carried)}, which new code sets inside the {loop} loop "
-                    "and this statement may see from an earlier iteration (or after the loop); a "
-                    "replay restores iterations from checkpoints without running the ones "
-                    "before, so that value is unknown; compute it afresh in each iteration (or "
-                    "log per-iteration values and aggregate in SQL, e.g. "
-                    f"MAX(x) OVER (ORDER BY {loop}))",
-                )
+        """Refuse a new statement that reads a helper value an earlier outer-loop iteration
+        left (`dataflow.carried`)."""
+        found = carried(self.flows)
+        if found is not None:
+            flow_, names, loop = found
+            raise self._error(flow_.stmt, carried_reason(names, loop))
 
     def _iteration_ctx(self, rec: ast.stmt, inner: _Ctx, outer: _Ctx) -> _Ctx:
         """`inner` (the context inside `rec`) with where outer-loop iterations begin marked.
@@ -800,88 +778,6 @@ def _through(
     if n == 1:  # called in the outer body: loops earlier in the function are inner loops
         return site_loops + loops, site_after or top_after
     return site_loops + loops, site_after
-
-
-_HELPER_SIMPLE = (
-    ast.Assign,
-    ast.AnnAssign,
-    ast.AugAssign,
-    ast.Import,
-    ast.ImportFrom,
-    ast.Delete,
-    ast.Global,
-    ast.Nonlocal,
-)
-
-
-def _demand(cur: ast.Module, rec: ast.Module, aliases: Aliases, names: set[str]) -> set[str]:
-    """Names that new statements logging `names` may need computed (an over-approximation).
-
-    Those read by the statements holding such a log call and by the headers of the blocks
-    around them, then, repeatedly, the same for statements not in the recorded code that
-    assign or change a needed name.
-    """
-    parents = {id(c): p for p in ast.walk(cur) for c in ast.iter_child_nodes(p)}
-
-    def around(node: ast.AST) -> set[str]:
-        out: set[str] = set()
-        up: ast.AST | None = node
-        while up is not None and not isinstance(up, ast.Module):
-            if isinstance(up, ast.stmt):
-                parts = own_parts(up) if is_compound(up) else [up]
-                out |= set().union(*(_loads(p) for p in parts))
-            up = parents.get(id(up))
-        return out
-
-    need: set[str] = set()
-    for node in ast.walk(cur):
-        if logged_name(node, aliases) in names:
-            need |= around(node)
-    recorded = {ast.dump(n) for n in ast.walk(rec) if isinstance(n, ast.stmt)}
-    candidates = [
-        n
-        for n in ast.walk(cur)
-        if isinstance(n, ast.stmt) and not is_compound(n) and ast.dump(n) not in recorded
-    ]
-    grew = True
-    while grew:
-        grew = False
-        for n in candidates:
-            if changed_names(n) & need and not (more := around(n)) <= need:
-                need |= more
-                grew = True
-    return need
-
-
-def _loads(node: ast.AST) -> set[str]:
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-
-
-def _binds(stmt: ast.stmt) -> set[str]:
-    """Names a statement binds in its scope, imports included."""
-    out = _stored_names(stmt)
-    for n in ast.walk(stmt):
-        if isinstance(n, (ast.Import, ast.ImportFrom)):
-            out.update((a.asname or a.name).split(".")[0] for a in n.names)
-    return out
-
-
-def _used(scope: ast.AST) -> set[str]:
-    """Every name the recorded scope mentions (nested functions included: conservative)."""
-    return {n.id for n in ast.walk(scope) if isinstance(n, ast.Name)}
-
-
-def _stored_names(stmt: ast.stmt) -> set[str]:
-    """Names a statement binds in its scope (not those local to its comprehensions)."""
-    inner: set[int] = set()
-    for n in ast.walk(stmt):
-        if isinstance(n, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Lambda)):
-            inner.update(id(m) for m in ast.walk(n))
-    return {
-        n.id
-        for n in ast.walk(stmt)
-        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and id(n) not in inner
-    }
 
 
 def _all_bodies(tree: ast.Module) -> list[list[ast.stmt]]:
