@@ -47,9 +47,43 @@ def loop(name: str, iterable: Iterable[T]) -> Iterator[T]:
     return _session.current().loop(name, iterable)
 
 
-def checkpointing(**objects: Any) -> None:
-    """Register objects (with state_dict()/load_state_dict(), or tensors) for checkpoints."""
+class Registration:
+    """What `checkpointing(...)` returns: usable as a context manager (FlorDB's form).
+
+    The objects are registered when `checkpointing` is called, so `with
+    florql.checkpointing(model=m):` registers them on entry. Leaving the block keeps them
+    registered: a replay restores checkpoints into them and code after the block (an evaluation
+    after the loop) may read them, so dropping them at exit could only make replay less exact.
+    Exceptions raised in the block propagate unchanged.
+
+    >>> import os; os.environ["FLORQL_DISABLE"] = "1"
+    >>> with checkpointing(w=[1.0]) as reg:
+    ...     sorted(reg.names)
+    ['w']
+    >>> del os.environ["FLORQL_DISABLE"]; from florql import session; session.reset()
+    """
+
+    __slots__ = ("names",)
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+
+    def __enter__(self) -> Registration:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None  # keep the registration; never swallow the block's exception
+
+
+def checkpointing(**objects: Any) -> Registration:
+    """Register objects (with state_dict()/load_state_dict(), or tensors) for checkpoints.
+
+    A plain call registers them for the rest of the run; `with checkpointing(...):` registers
+    them on entry and keeps them registered after the block (see `Registration`).
+    Raises RecordError for an object florql cannot checkpoint.
+    """
     _session.current().register(objects)
+    return Registration(tuple(objects))
 
 
 def _replay_rest_unneeded() -> bool:

@@ -8,6 +8,7 @@ True
 from florql_storage.errors import (
     BadInputError,
     CorruptionError,
+    EditError,
     FlorqlError,
     QueryError,
     RecordError,
@@ -18,6 +19,7 @@ from florql_storage.errors import (
 __all__ = [
     "BadInputError",
     "CorruptionError",
+    "EditError",
     "FlorqlError",
     "QueryError",
     "RecordError",

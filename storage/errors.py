@@ -69,3 +69,10 @@ class ReplayError(FlorqlError):
     """A hindsight replay could not be planned or did not complete."""
 
     exit_code = 1
+
+
+class EditError(ReplayError):
+    """An edit of the script cannot be replayed exactly (where it sits, what it reads or
+    changes); the message names file and line and how to rewrite it. Nothing ran."""
+
+    exit_code = 2

@@ -3,7 +3,12 @@
 One noun per module, in pipeline order:
 
 - `syntax.py`: reading florql calls (`log`, `loop`) and scopes out of Python syntax trees;
-- `splicer.py`: new `florql.log` statements of the current code, spliced into the recorded code;
+- `effects.py`: what a new statement does to the recorded run's state (refuses changes and
+  random draws, which a replay from the recorded checkpoints cannot reproduce);
+- `dataflow.py`: which new helper statements new log statements need, and which helper values
+  would cross outer-loop iterations (refused);
+- `splicer.py`: new `florql.log` statements of the current code and the helper statements they
+  read, spliced into the recorded code;
 - `history.py`: a recorded run as the planner sees it (iterations, timings, checkpoints, earlier
   replays), from its LOOP / LOOP_END / REPLAY_* records;
 - `planner.py`: the least work for a selection: per-iteration steps (`skip_inner`,

@@ -85,7 +85,7 @@ class HindsightPlan:
                 f"iterations), {len(rp.checkpoints_used)} checkpoints used, {len(rp.tasks)} task(s)"
             )
             for st in job.splice.statements:
-                lines.append(f"  + {st.file}:{st.line} {st.text.splitlines()[0].strip()}")
+                lines.append(f"  + {st.file}:{st.line} {_one_line(st.text)}")
         if not self.plan.runs:
             lines.append("nothing to replay: every selected value is already stored")
         else:
@@ -158,7 +158,7 @@ def prepare(
             # only for a name the request needs from it.
             if selection.admits(rid, {}):
                 if mentioned - optional:
-                    raise ReplayError(f"run {rid}: {e}") from None
+                    raise type(e)(f"run {rid}: {e}") from None  # EditError stays bad input
                 warnings.append(f"run {rid} is not replayed: {e}")
             continue
         splices[rid] = cache[key]
@@ -341,6 +341,16 @@ def _reads(s: Splice) -> set[str]:
         except SyntaxError:
             continue
     return out
+
+
+def _one_line(text: str, limit: int = 100) -> str:
+    """A statement's text on one line (a multi-line call joined), shortened to `limit`.
+
+    >>> _one_line('florql.log(\\n    "w",\\n    wn.item(),\\n)')
+    'florql.log( "w", wn.item(), )'
+    """
+    flat = " ".join(part.strip() for part in text.splitlines())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def _span(selected: list[int]) -> str:

@@ -1,25 +1,34 @@
 """Splicing a script's new `florql.log` statements into the code a run recorded.
 
 The recorded code is what replays, because it produced the checkpoints; the current code only
-donates its new log statements. A new statement is one that logs a literal name no log call in
-the recorded sources logs. Supported shapes:
+donates its new log statements (and the helpers they read). A new log statement logs a literal
+name no log call in the recorded sources logs. Supported shapes:
 
 1. `florql.log("name", expr)` as a statement (the primary case);
 2. `x = florql.log("name", expr)` where the recorded code neither binds nor reads `x`;
-3. `if`, `with` and `for` blocks holding only statements of shapes 1-3 (`with
+3. `if`, `with` and `for` blocks holding only statements of shapes 1-3 and 5 (`with
    torch.no_grad():`, `for p in model.parameters():`), whose own variables the recorded code
    does not use; a later new statement may read what an earlier one assigned;
 4. a statement of the recorded code with a `florql.log("name", e)` wrapped around one of its
    expressions (`loss = florql.log("loss2", crit(y, t))`): since `log` returns its value, the
-   wrapped statement replaces its recorded twin and computes the same thing.
+   wrapped statement replaces its recorded twin and computes the same thing;
+5. helper statements: new assignments, imports, call statements (`acc.append(x)`) and small
+   new `if`/`for`/`with` blocks of them that log nothing, when a wanted new log statement (or
+   another helper) reads what they assign or change (`dataflow.demand`), and they assign no
+   name the recorded code uses (else they are an other edit).
+
+Every spliced statement must only observe the recorded run: `effects.py` refuses those that
+change its state or draw random numbers, and `dataflow.carried` those reading a helper value
+left by an earlier outer-loop iteration (a replay does not run the iterations it skips).
 
 Placement: the enclosing blocks (functions by name, `florql.loop`s by loop name, other
 compound statements by their header) are matched between the two trees; inside the innermost
 block the statements other than new ones are aligned with `difflib` and the new statement goes
 between the counterparts of its nearest unchanged neighbours. When its neighbours changed so
 that two positions are possible, or its block has no recorded counterpart, or it reads a name
-the recorded code does not define in that scope, `ReplayError` names its line. Every other
-difference is listed in `Splice.other_edits` and not replayed.
+neither the recorded code nor an earlier new statement defines in that scope, `EditError` (a
+`ReplayError`, exit code 2) names its file and line. Every other difference is listed in
+`Splice.other_edits` and not replayed.
 
 The spliced text keeps the recorded text byte for byte outside the inserted lines (so line
 numbers in replay tracebacks match the recorded file); the result is re-parsed and compared
@@ -49,8 +58,19 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from florql.errors import ReplayError
+from florql.errors import EditError
+from florql.replay.dataflow import (
+    HELPER_SIMPLE,
+    Flow,
+    binds,
+    carried,
+    carried_reason,
+    demand,
+    flow,
+    used,
+)
 from florql.replay.early_exit import add_iteration_exit
+from florql.replay.effects import Imports, changed_names, effect, loader_names, owned_after
 from florql.replay.syntax import (
     BUILTIN_NAMES,
     Aliases,
@@ -114,6 +134,11 @@ class _Ctx:
     scopes: tuple[ast.AST, ...]  # recorded module and enclosing function defs
     top_after: bool = False  # a florql loop came before, at the function's (module's) top level
     outer_after: bool = False  # ... in the body of the outermost florql loop of this function
+    # For new helper variables (see dataflow.Flow): inside one iteration of the outer loop, the loop's
+    # name, and the helper names surely assigned earlier in that iteration.
+    in_outer: bool = False
+    outer_name: str = ""
+    assigned: frozenset[str] = frozenset()
 
 
 def new_names(recorded: Mapping[str, str], current: Mapping[str, str | None]) -> set[str]:
@@ -139,7 +164,7 @@ def splice(
         current: {relative path: text or None when the file is gone} for the same paths.
         want: restrict to statements logging at least one of these names.
     Raises:
-        ReplayError: a wanted statement cannot be placed, or reads a name the recorded code
+        EditError: a wanted statement cannot be placed, or reads a name the recorded code
             does not define there; the message names file and line.
     """
     fresh = new_names(recorded, current)
@@ -162,7 +187,12 @@ def splice(
 
 
 def _with_iteration_exit(text: str, statements: list[NewStatement]) -> str:
-    """Add early_exit's guard when every new statement here is a per-epoch one of one loop."""
+    """Add early_exit's guard when every new statement here is a per-epoch one of one loop.
+
+    A helper outside every loop (logging nothing, so before the outer loop: one after it
+    serves only statements after it) runs before any iteration and does not count.
+    """
+    statements = [s for s in statements if s.names or s.loops != ()]
     outer = {s.loops[0] if s.loops else None for s in statements}
     if (
         not statements
@@ -187,7 +217,7 @@ def _parse(text: str, path: str) -> ast.Module:
     try:
         return ast.parse(text, filename=path)
     except SyntaxError as e:
-        raise ReplayError(
+        raise EditError(
             f"{path} line {e.lineno}: cannot parse ({e.msg}); fix the syntax error and retry"
         ) from None
 
@@ -205,10 +235,18 @@ class _FileSplice:
         self.handled_lines: set[int] = set()  # current lines that belong to spliced statements
         self.unit_bound: dict[int, set[str]] = {}  # names spliced statements bind, per scope
         self.looping = looping_functions(self.rec_tree, self.aliases)
+        self.imports = Imports.of(self.rec_tree, self.cur_tree)
+        self.loaders = loader_names(self.rec_tree, self.imports)
+        self.owned: dict[int, set[str]] = {}  # helper names bound only to new objects, per scope
+        self.flows: list[Flow] = []
+        self.clashes: dict[str, str] = {}  # helper name -> why its statement was not spliced
+        self.demand = demand(self.cur_tree, self.rec_tree, self.aliases, targets)
+        self.demand_any = demand(self.cur_tree, self.rec_tree, self.aliases, fresh)
 
     # -- matching -------------------------------------------------------------------------
     def run(self) -> None:
         self._body(self.cur_tree.body, self.rec_tree.body, _Ctx((), None, (self.rec_tree,)))
+        self._check_carried()
 
     def _sig(self, stmt: ast.stmt, current: bool) -> str:
         if is_compound(stmt):
@@ -217,7 +255,7 @@ class _FileSplice:
             return unwrapped_dump(stmt, self.aliases, self.fresh)
         return ast.dump(stmt)
 
-    def _is_unit(self, stmt: ast.stmt, rec_sigs: set[str]) -> bool:
+    def _is_unit(self, stmt: ast.stmt, rec_sigs: set[str], helpers: bool = True) -> bool:
         if isinstance(stmt, ast.Expr):
             return logged_name(stmt.value, self.aliases) in self.fresh
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
@@ -230,10 +268,51 @@ class _FileSplice:
             contains_new_log(p, self.aliases, self.fresh) for p in own_parts(stmt)
         ):
             inner = [s for _, body in child_bodies(stmt) for s in body]
-            return all(self._is_unit(s, set()) for s in inner) and contains_new_log(
-                stmt, self.aliases, self.fresh
+            if not contains_new_log(stmt, self.aliases, self.fresh):
+                return False
+            if all(self._is_unit(s, set(), helpers=False) for s in inner):
+                return True
+            # With helper statements inside, a block whose header the recorded code has here is
+            # the recorded block with new statements in it, not a new block.
+            return (
+                helpers
+                and self._sig(stmt, True) not in rec_sigs
+                and all(self._is_unit(s, set()) or self._is_helper(s, set()) for s in inner)
             )
         return False
+
+    def _is_helper(self, stmt: ast.stmt, rec_sigs: set[str]) -> bool:
+        """A new statement shaped like a helper of log statements: an assignment, an import, a
+        call statement (`acc.append(x)`), or an `if`/`for`/`with` block of those; logging
+        nothing itself (a block that logs is a unit, `_is_unit`)."""
+        if any(logged_name(n, self.aliases) is not None for n in ast.walk(stmt)):
+            return False
+        if isinstance(stmt, HELPER_SIMPLE) or (
+            isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
+        ):
+            return self._sig(stmt, True) not in rec_sigs
+        if isinstance(stmt, (ast.If, ast.With, ast.For)) and self._sig(stmt, True) not in rec_sigs:
+            return all(self._is_helper(s, set()) for _, body in child_bodies(stmt) for s in body)
+        return False
+
+    def _kind(self, stmt: ast.stmt, rec_sigs: set[str], ctx: _Ctx) -> str:
+        """ "place", "skip" (new, but for names not asked for now) or "" (not a new statement)."""
+        if self._is_unit(stmt, rec_sigs):
+            return "place" if self._wanted(stmt) else "skip"
+        if not self._is_helper(stmt, rec_sigs):
+            return ""
+        changes = changed_names(stmt)
+        if not changes & self.demand_any:
+            return ""  # no new log reads it: an edit the replay does not run
+        clash = sorted(binds(stmt) & used(ctx.scopes[-1]))
+        if clash:
+            for name in binds(stmt) - set(clash):
+                self.clashes[name] = (
+                    f"line {stmt.lineno} assigns it, but also assigns {', '.join(clash)}, which "
+                    "the recorded code uses, so that line is not replayed; use new variable names"
+                )
+            return ""
+        return "place" if changes & self.demand else "skip"
 
     def _wanted(self, stmt: ast.stmt) -> bool:
         return bool(self._names_in(stmt) & self.targets)
@@ -245,31 +324,55 @@ class _FileSplice:
 
     def _body(self, cur_body: list[ast.stmt], rec_body: list[ast.stmt], ctx: _Ctx) -> None:
         rec_sigs = [self._sig(s, False) for s in rec_body]
-        units = [s for s in cur_body if self._is_unit(s, set(rec_sigs))]
-        unit_ids = {id(s) for s in units}
-        rest = [s for s in cur_body if id(s) not in unit_ids]
+        kinds = {id(s): self._kind(s, set(rec_sigs), ctx) for s in cur_body}
+        rest = [s for s in cur_body if not kinds[id(s)]]
         cur_sigs = [self._sig(s, True) for s in rest]
         ops = difflib.SequenceMatcher(None, cur_sigs, rec_sigs, autojunk=False).get_opcodes()
         match = _matches(ops, rest, rec_body, self.aliases)
         gap = 0
+        assigned = ctx.assigned  # helper names surely assigned by now in this iteration
+        # In source order, so that a statement sees the helpers spliced before it.
         for s in cur_body:
-            if id(s) not in unit_ids:
-                gap += 1
-            elif self._wanted(s):
-                pos = _position(ops, gap)
-                self._place(s, rec_body, pos, self._after(ctx, rec_body, pos))
-            else:  # a new log statement nobody asked for: not an edit worth a warning
-                self.handled_lines.update(range(_first_line(s), (s.end_lineno or s.lineno) + 1))
-        for i, s in enumerate(rest):
-            if not contains_new_log(s, self.aliases, self.fresh) or not self._wanted(s):
-                continue
-            j = match.get(i)
-            if j is None:
-                raise self._error(
-                    s,
-                    "the block or statement around it has no counterpart in the recorded code; keep the surrounding code as recorded",
+            if not kinds[id(s)]:
+                same = gap in match and cur_sigs[gap] == rec_sigs[match[gap]]
+                self._into(
+                    s, gap, match, rec_body, same, dataclasses.replace(ctx, assigned=assigned)
                 )
-            self._descend(s, rec_body[j], cur_sigs[i] == rec_sigs[j], self._after(ctx, rec_body, j))
+                gap += 1
+            elif kinds[id(s)] == "place":
+                pos = _position(ops, gap)
+                here = dataclasses.replace(self._after(ctx, rec_body, pos), assigned=assigned)
+                self._place(s, rec_body, pos, here)
+                assigned = flow([s], assigned)[1]
+            else:  # a new statement for names nobody asked for: not an edit worth a warning
+                self.handled_lines.update(range(_first_line(s), (s.end_lineno or s.lineno) + 1))
+
+    def _into(
+        self,
+        s: ast.stmt,
+        i: int,
+        match: dict[int, int],
+        rec_body: list[ast.stmt],
+        same: bool,
+        ctx: _Ctx,
+    ) -> None:
+        """Descend into current statement `s` (index `i` of the non-new ones) when it holds
+        new statements, through its recorded counterpart."""
+        wanted_log = contains_new_log(s, self.aliases, self.fresh) and self._wanted(s)
+        j = match.get(i)
+        if j is None and wanted_log:
+            raise self._error(
+                s,
+                "the block or statement around it has no counterpart in the recorded code; keep the surrounding code as recorded",
+            )
+        if j is not None and (wanted_log or self._holds_helpers(s)):
+            self._descend(s, rec_body[j], same, self._after(ctx, rec_body, j))
+
+    def _holds_helpers(self, stmt: ast.stmt) -> bool:
+        """Whether a compound statement may hold new helper statements that asked-for logs read."""
+        return is_compound(stmt) and any(
+            changed_names(s) & self.demand_any for _, body in child_bodies(stmt) for s in body
+        )
 
     def _after(self, ctx: _Ctx, rec_body: list[ast.stmt], pos: int) -> _Ctx:
         if pos == _AMBIGUOUS:
@@ -286,7 +389,7 @@ class _FileSplice:
             self.replaces.append((rec, cur, ctx))
             self._check_names(cur, ctx, wrapped=True)
             return
-        inner = _inner_ctx(cur, rec, ctx, self.aliases)
+        inner = self._iteration_ctx(rec, _inner_ctx(cur, rec, ctx, self.aliases), ctx)
         rec_bodies = dict(child_bodies(rec))
         for label, body in child_bodies(cur):
             if label not in rec_bodies:
@@ -302,6 +405,7 @@ class _FileSplice:
                 "the statements next to it changed, so its place in the recorded code is ambiguous; put it next to a statement that is unchanged since the run was recorded",
             )
         self._check_names(unit, ctx, wrapped=False)
+        self._check_effects(unit, ctx)
         self.inserts.append((rec_body, pos, unit, ctx))
 
     def _check_names(self, stmt: ast.stmt, ctx: _Ctx, wrapped: bool) -> None:
@@ -311,28 +415,78 @@ class _FileSplice:
             defined |= bound_names(sc)
         missing = sorted(free_names(stmt) - defined)
         if missing:
+            hints = [f" ({m}: {self.clashes[m]})" for m in missing if m in self.clashes]
             raise self._error(
                 stmt,
-                f"it reads {', '.join(missing)}, which the recorded code does not define there; "
-                "log only values the recorded code computes",
+                f"it reads {', '.join(missing)}, which the recorded code does not define there "
+                "and no new statement before it assigns; log values the recorded code computes, "
+                "or assign them first in new statements" + "".join(hints),
             )
         if wrapped:
             return
-        binds = _stored_names(stmt)
-        used = {n.id for n in ast.walk(scope) if isinstance(n, ast.Name)}
-        clash = sorted(binds & used)
+        bound = binds(stmt)
+        clash = sorted(bound & used(scope))
         if clash:
             raise self._error(
                 stmt,
                 f"it assigns {', '.join(clash)}, which the recorded code also uses, so splicing it "
                 "would change what the run computed; use a new variable name",
             )
-        self.unit_bound.setdefault(id(scope), set()).update(binds)
+        self.unit_bound.setdefault(id(scope), set()).update(bound)
 
-    def _error(self, stmt: ast.stmt, why: str) -> ReplayError:
+    def _check_effects(self, stmt: ast.stmt, ctx: _Ctx) -> None:
+        """Refuse a new statement that changes the recorded run's state or draws random numbers
+        (florql/replay/effects.py); otherwise remember which helper names it owns and how it
+        reads and changes them (for `_check_carried`)."""
+        scope = id(ctx.scopes[-1])
+        owned = owned_after([stmt], self.owned.get(scope, set()), self.imports)
+        why = effect(stmt, owned, self.imports, self.loaders)
+        if why:
+            raise self._error(stmt, why)
+        self.owned[scope] = owned
+        reads = flow([stmt], ctx.assigned)[0]
+        self.flows.append(
+            Flow(
+                stmt,
+                scope,
+                frozenset(reads),
+                frozenset(changed_names(stmt)),
+                ctx.in_outer,
+                ctx.outer_name,
+            )
+        )
+
+    def _check_carried(self) -> None:
+        """Refuse a new statement that reads a helper value an earlier outer-loop iteration
+        left (`dataflow.carried`)."""
+        found = carried(self.flows)
+        if found is not None:
+            flow_, names, loop = found
+            raise self._error(flow_.stmt, carried_reason(names, loop))
+
+    def _iteration_ctx(self, rec: ast.stmt, inner: _Ctx, outer: _Ctx) -> _Ctx:
+        """`inner` (the context inside `rec`) with where outer-loop iterations begin marked.
+
+        A function called inside a florql loop starts fresh locals at each call: all of it is
+        within one iteration. Otherwise the first florql loop of a scope is where iterations
+        begin (for a function called from several loop contexts, conservatively so too).
+        """
+        if isinstance(rec, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            site = _call_site(self.rec_tree, rec.name, self.aliases, 0)
+            per_call = site is not None and _depth(site[0]) > 0
+            first = next((n for n in site[0] if n), "") if per_call and site else ""
+            return dataclasses.replace(
+                inner, in_outer=per_call, outer_name=first, assigned=frozenset()
+            )
+        loop = loop_name(rec, self.aliases)
+        if loop and not outer.in_outer:
+            return dataclasses.replace(inner, in_outer=True, outer_name=loop, assigned=frozenset())
+        return inner
+
+    def _error(self, stmt: ast.stmt, why: str) -> EditError:
         src = (ast.get_source_segment(self.cur_text, stmt) or "").splitlines()[0:1]
         shown = f" `{src[0].strip()}`" if src else ""
-        return ReplayError(f"{self.path} line {stmt.lineno}: cannot replay{shown}: {why}")
+        return EditError(f"{self.path} line {stmt.lineno}: cannot replay{shown}: {why}")
 
     # -- output -------------------------------------------------------------------------
     def text(self) -> str:
@@ -624,19 +778,6 @@ def _through(
     if n == 1:  # called in the outer body: loops earlier in the function are inner loops
         return site_loops + loops, site_after or top_after
     return site_loops + loops, site_after
-
-
-def _stored_names(stmt: ast.stmt) -> set[str]:
-    """Names a statement binds in its scope (not those local to its comprehensions)."""
-    inner: set[int] = set()
-    for n in ast.walk(stmt):
-        if isinstance(n, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Lambda)):
-            inner.update(id(m) for m in ast.walk(n))
-    return {
-        n.id
-        for n in ast.walk(stmt)
-        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and id(n) not in inner
-    }
 
 
 def _all_bodies(tree: ast.Module) -> list[list[ast.stmt]]:

@@ -201,6 +201,58 @@ def test_loops_without_inner_loop_checkpoint_at_iteration_end(tmp_path):
     ]
 
 
+def test_checkpointing_as_a_context_manager_registers_on_entry_and_keeps_it_after(tmp_path):
+    # FlorDB's form. After the block the objects stay registered: a second outer-level loop
+    # after it still checkpoints them (only the first top-level loop is the outer loop, so its
+    # checkpoints are the ones taken).
+    script = write(
+        tmp_path / "t.py",
+        """
+        import torch, florql
+        w = torch.zeros(2)
+        with florql.checkpointing(w=w) as reg:
+            for e in florql.loop("epoch", range(3)):
+                w += 1
+                florql.log("s", float(w.sum()))
+        florql.log("names", list(reg.names))
+        florql.log("after", float(w.sum()))
+        """,
+    )
+    r = florql_cli("record", "--store", str(tmp_path / "st"), "--overhead", "1", str(script))
+    assert r.returncode == 0, r.stderr
+    s = open_store(tmp_path / "st")
+    try:
+        ckpts = s.checkpoints()
+        blobs = [s.load_checkpoint(c)[1] for c in ckpts]
+        logged = {
+            rec.body[2]: rec.body[3] for rec in s.scan(kinds=[kinds.VALUE]) if not rec.body[4]
+        }
+    finally:
+        s.close()
+    import numpy as np
+
+    assert [np.frombuffer(b[0], dtype=np.float32).tolist() for b in blobs] == [
+        [1.0] * 2,
+        [2.0] * 2,
+        [3.0] * 2,
+    ]
+    assert logged == {"names": ["w"], "after": 6.0}
+
+
+def test_an_error_inside_a_checkpointing_block_fails_the_run_with_that_error(tmp_path):
+    script = write(
+        tmp_path / "t.py",
+        """
+        import torch, florql
+        with florql.checkpointing(w=torch.zeros(1)):
+            raise KeyError("boom")
+        """,
+    )
+    r = florql_cli("record", "--store", str(tmp_path / "st"), str(script))
+    assert r.returncode == 1 and "KeyError: 'boom'" in r.stderr
+    assert list(run_ids(tmp_path / "st").values()) == ["failed"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -125,10 +125,9 @@ def test_ambiguous_placement_is_an_error_naming_the_line() -> None:
 
 
 def test_undefined_name_is_an_error_naming_the_line_and_the_name() -> None:
-    v2 = _edit(V1, "loss = model * x", "        g = loss * 3")
-    v2 = _edit(v2, "g = loss * 3", '        florql.log("g", g)')
+    v2 = _edit(V1, "loss = model * x", '        florql.log("g", g)')
     with pytest.raises(
-        ReplayError, match=r"line 16: .*reads g, which the recorded code does not define"
+        ReplayError, match=r"line 15: .*reads g, which the recorded code does not define"
     ):
         splice({"train.py": V1}, {"train.py": v2})
 
@@ -308,3 +307,277 @@ def test_a_new_statement_for_a_name_not_asked_for_is_not_an_other_edit() -> None
     assert [st.names for st in s.statements] == [("model",)]
     assert 'florql.log("grad"' not in s.sources["train.py"]  # not replayed this time...
     assert s.other_edits == []  # ...and not reported as an edit the replay ignores
+
+
+# --- new helper statements (issue 9, item 6) ---------------------------------------------------
+
+TORCH = textwrap.dedent(
+    """\
+    import random
+
+    import numpy as np
+    import torch
+
+    import florql
+
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loader = torch.utils.data.DataLoader(list(range(8)), batch_size=2)
+    it = iter(loader)
+    hist = [0.0]
+    florql.checkpointing(model=model, optimizer=opt)
+    for epoch in florql.loop("epoch", range(3)):
+        for step, x in florql.loop("step", enumerate(loader)):
+            opt.zero_grad()
+            loss = model(torch.ones(2, 4) * x[:, None]).sum()
+            loss.backward()
+            opt.step()
+            florql.log("loss", loss.item())
+        pred = model(torch.ones(5, 4)).argmax(1)
+        y = torch.arange(5) % 3
+        florql.log("acc", (pred == y).float().mean().item())
+    print("done")
+    """
+)
+GRAD = (
+    "        g = torch.sqrt(sum(p.grad.norm() ** 2 for p in model.parameters() "
+    "if p.grad is not None))\n"
+    '        florql.log("grad_norm", g.item())'
+)
+PER_CLASS = (
+    "    per_class = []\n"
+    "    for c in range(3):\n"
+    "        hit = ((pred == c) & (y == c)).sum().item()\n"
+    "        per_class.append(hit / max(1, (y == c).sum().item()))\n"
+    '    florql.log("per_class", per_class)'
+)
+
+
+def test_a_helper_variable_and_its_log_splice_together() -> None:
+    v2 = _edit(TORCH, "opt.step()", GRAD)
+    s = splice({"train.py": TORCH}, {"train.py": v2})
+    assert s.sources["train.py"] == v2 and s.other_edits == []
+    assert [(st.names, st.loops) for st in s.statements] == [
+        ((), ("epoch", "step")),  # the helper: no name of its own, but it runs in the inner loop
+        (("grad_norm",), ("epoch", "step")),
+    ]
+
+
+def test_a_helper_loop_building_a_list_splices_with_its_log() -> None:
+    v2 = _edit(TORCH, "y = torch.arange(5) % 3", PER_CLASS)
+    s = splice({"train.py": TORCH}, {"train.py": v2})
+    assert s.sources["train.py"].replace("    " + GUARD + "\n", "") == v2
+    assert s.names == {"per_class"} and len(s.statements) == 3
+    assert all(st.loops == ("epoch",) and st.after_inner for st in s.statements)
+
+
+def test_a_multi_line_log_statement_splices_whole() -> None:
+    new = (
+        '        florql.log(\n            "w0",\n            float(model.weight[0, 0]),\n        )'
+    )
+    v2 = _edit(TORCH, "opt.step()", new)
+    s = splice({"train.py": TORCH}, {"train.py": v2})
+    assert s.sources["train.py"] == v2 and s.other_edits == []
+    (st,) = s.statements
+    assert st.names == ("w0",) and st.text.count("\n") == 3 and st.recorded_line == 20
+
+
+def test_a_multi_line_helper_splices_whole() -> None:
+    new = "        g2 = sum(\n            p.detach().norm()\n            for p in model.parameters()\n        )\n"
+    v2 = _edit(TORCH, "opt.step()", new + '        florql.log("g2", float(g2))')
+    s = splice({"train.py": TORCH}, {"train.py": v2})
+    assert s.sources["train.py"] == v2 and s.names == {"g2"}
+
+
+def test_a_new_import_used_by_a_new_log_is_spliced() -> None:
+    v2 = TORCH.replace("import random\n", "import math\nimport random\n", 1)
+    v2 = _edit(v2, "y = torch.arange(5) % 3", '    florql.log("e", math.exp(1.0))')
+    s = splice({"train.py": TORCH}, {"train.py": v2})
+    assert "import math\n" in s.sources["train.py"] and s.other_edits == []
+
+
+def test_helpers_of_names_not_asked_for_are_neither_spliced_nor_listed() -> None:
+    v2 = _edit(TORCH, "opt.step()", GRAD)
+    v2 = _edit(v2, 'florql.log("acc"', '    florql.log("b", float(y.sum()))')
+    s = splice({"train.py": TORCH}, {"train.py": v2}, want={"b"})
+    assert s.names == {"b"} and "torch.sqrt" not in s.sources["train.py"]
+    assert s.other_edits == []
+
+
+def test_a_new_statement_no_new_log_reads_is_an_edit_not_replayed() -> None:
+    v2 = _edit(TORCH, "opt.step()", '        z = loss * 2\n        florql.log("l2", 2.0)')
+    s = splice({"train.py": TORCH}, {"train.py": v2})
+    assert "z = loss * 2" not in s.sources["train.py"]
+    assert [e for e in s.other_edits if "z = loss * 2" in e]
+
+
+def test_an_accumulator_over_the_inner_loop_runs_where_it_is_written() -> None:
+    v2 = _edit(TORCH, 'for epoch in florql.loop("epoch"', "    total = 0.0")
+    v2 = _edit(v2, "opt.step()", "        total += loss.item()")
+    v2 = _edit(v2, 'florql.log("acc"', '    florql.log("total", total)')
+    s = splice({"train.py": TORCH}, {"train.py": v2})
+    assert s.sources["train.py"] == v2
+    # The planner sees a statement inside the inner loop, so it re-executes iterations.
+    assert [st.loops for st in s.statements] == [("epoch",), ("epoch", "step"), ("epoch",)]
+
+
+def test_an_accumulator_inside_a_function_called_per_epoch_is_not_carried() -> None:
+    v2 = _edit(EVAL, "def train_epoch(model, data):", "    seen = 0")
+    v2 = _edit(v2, "model = model - 0.1 * x", "        seen += 1")
+    v2 = _edit(v2, "model = train_epoch(model, data)", '    florql.log("n", 1)')
+    v2 = v2.replace("    return model\n", '    florql.log("seen", seen)\n    return model\n')
+    s = splice({"train.py": EVAL}, {"train.py": v2})
+    assert s.names == {"seen", "n"} and "seen += 1" in s.sources["train.py"]
+
+
+@pytest.mark.parametrize(
+    ("helper", "why"),
+    [
+        ("best = max(best, float(loss))", "reads best, which new code sets inside the epoch loop"),
+        ("best = float(loss) if epoch == 0 else best", "reads best"),
+    ],
+)
+def test_a_helper_carried_from_one_iteration_to_the_next_is_refused(helper: str, why: str) -> None:
+    v2 = _edit(TORCH, "hist = [0.0]", "best = 0.0")
+    v2 = _edit(v2, 'florql.log("acc"', f"    {helper}\n" + '    florql.log("best", best)')
+    with pytest.raises(ReplayError, match=rf"train.py line 25: .*{why}.*OVER \(ORDER BY epoch\)"):
+        splice({"train.py": TORCH}, {"train.py": v2})
+
+
+def test_a_helper_set_in_the_loop_and_read_after_it_is_refused() -> None:
+    v2 = _edit(TORCH, 'florql.log("acc"', "    last = float(loss)")
+    v2 = v2.replace('print("done")\n', 'florql.log("last", last)\n')
+    with pytest.raises(ReplayError, match=r"line 25: .*reads last, which new code sets inside"):
+        splice({"train.py": TORCH}, {"train.py": v2})
+
+
+@pytest.mark.parametrize(
+    ("new", "reads", "line", "why"),
+    [
+        ("model.zero_grad()", "model", 20, r"calls `model.zero_grad\(\)`, which may change"),
+        ("g = opt.step()", "g", 20, r"calls `opt.step\(\)`, which may change state"),
+        ("g = loss.detach().add_(1)", "g", 20, r"calls `loss.detach\(\).add_\(\)`"),
+        ("model.eval()", "model", 20, r"calls `model.eval\(\)`"),
+        ("hist.append(1.0)", "hist", 20, r"calls `hist.append\(\)`"),
+        ("model.seen = 1", "model", 20, r"assigns to `model.seen`"),
+        ("hist[0] = 1.0", "hist", 20, r"assigns to `hist\[0\]`"),
+        ("g = model.weight\n        g += 1", "g", 21, r"updates g in place .*`g = g \+ \.\.\.`"),
+        ("g = [1.0]\n        del g[0]", "g", 21, r"deletes"),
+        ("global g\n        g = 1", "g", 20, r"declares g global"),
+        ("g = torch.rand(1)", "g", 20, r"draws random numbers \(torch.rand\)"),
+        ("g = random.random()", "g", 20, r"draws random numbers \(random.random\)"),
+        ("g = np.random.permutation(3)", "g", 20, r"random numbers \(numpy.random.permutation\)"),
+        ("g = torch.zeros(3).normal_()", "g", 20, r"draws random numbers"),
+        ("g = next(it)", "g", 20, r"calls next\(\), which advances an iterator"),
+        ("g = sum(len(b) for b in loader)", "g", 20, r"iterates over loader, which the recorded"),
+    ],
+)
+def test_new_statements_that_change_recorded_state_or_draw_randomness_are_refused(
+    new: str, reads: str, line: int, why: str
+) -> None:
+    # Each is followed by a log reading what it changes, so the log needs it spliced.
+    v2 = _edit(TORCH, "opt.step()", "        " + new)
+    v2 = _edit(v2, new.splitlines()[-1].strip(), f'        florql.log("g", repr({reads}))')
+    with pytest.raises(ReplayError, match=rf"train.py line {line}: cannot replay .*{why}"):
+        splice({"train.py": TORCH}, {"train.py": v2})
+
+
+def test_changing_objects_new_statements_made_is_fine() -> None:
+    new = (
+        "        acc = []\n"
+        "        acc.append(loss.item())\n"
+        "        t = torch.zeros(2)\n"
+        "        t.add_(1)\n"
+        "        t[0] = 3.0\n"
+        "        s = 0.0\n"
+        "        s += loss.item()\n"
+        '        florql.log("mix", [acc, t.tolist(), s])'
+    )
+    v2 = _edit(TORCH, "opt.step()", new)
+    s = splice({"train.py": TORCH}, {"train.py": v2})
+    assert s.sources["train.py"] == v2 and s.names == {"mix"}
+
+
+def test_random_draws_inside_the_log_call_itself_are_refused_too() -> None:
+    v2 = _edit(TORCH, "opt.step()", '        florql.log("r", float(torch.randn(1)))')
+    with pytest.raises(ReplayError, match=r"line 20: .*draws random numbers \(torch.randn\)"):
+        splice({"train.py": TORCH}, {"train.py": v2})
+
+
+def test_a_helper_that_also_assigns_a_recorded_name_is_not_replayed_and_the_log_says_why() -> None:
+    v2 = _edit(TORCH, "opt.step()", "        g, x = loss * 2, x\n" + '        florql.log("g", g)')
+    with pytest.raises(
+        ReplayError, match=r"line 21: .*reads g.*line 20 assigns it, but also assigns x"
+    ):
+        splice({"train.py": TORCH}, {"train.py": v2})
+
+
+def test_a_helper_read_only_by_the_header_of_a_new_block_is_spliced() -> None:
+    v2 = _edit(TORCH, "y = torch.arange(5) % 3", "    n_cls = 3\n" + PER_CLASS)
+    v2 = v2.replace("for c in range(3):", "for c in range(n_cls):")
+    s = splice({"train.py": TORCH}, {"train.py": v2})
+    assert "    n_cls = 3\n" in s.sources["train.py"] and s.other_edits == []
+
+
+def test_new_statements_inside_a_recorded_block_are_not_a_new_block() -> None:
+    # The recorded `with` holds a recorded loop; a helper and a log added inside that loop go
+    # into it, and the recorded block is not taken for a new one.
+    rec = TORCH.replace(
+        '    florql.log("acc"',
+        "    with torch.no_grad():\n        for i in range(2):\n            ev = float(i)\n"
+        '    florql.log("acc"',
+    )
+    cur = _edit(rec, "ev = float(i)", '            e2 = ev * 2\n            florql.log("e2", e2)')
+    s = splice({"train.py": rec}, {"train.py": cur})
+    assert s.sources["train.py"].replace("    " + GUARD + "\n", "") == cur
+    assert [st.loops for st in s.statements] == [("epoch", ""), ("epoch", "")]
+
+
+def test_a_helper_before_the_outer_loop_keeps_the_per_epoch_early_exit() -> None:
+    v2 = _edit(TORCH, "hist = [0.0]", "classes = 3")
+    v2 = _edit(v2, "y = torch.arange(5) % 3", '    florql.log("n", float((pred < classes).sum()))')
+    s = splice({"train.py": TORCH}, {"train.py": v2})
+    assert [(st.names, st.loops) for st in s.statements] == [((), ()), (("n",), ("epoch",))]
+    assert s.sources["train.py"].count(GUARD) == 1
+
+
+@pytest.mark.parametrize(
+    "new",
+    [
+        "g = torch.cuda.is_available()",
+        "g = torch.nn.functional.softmax(model.weight, 0).max().item()",
+        "g = [p.detach().clone() for p in model.parameters()]",
+        "g = {k: v.norm().item() for k, v in model.state_dict().items()}",
+        "g = sorted(hist)",
+    ],
+)
+def test_reading_new_statements_are_not_refused(new: str) -> None:
+    v2 = _edit(TORCH, "opt.step()", f'        {new}\n        florql.log("g", repr(g))')
+    assert splice({"train.py": TORCH}, {"train.py": v2}).names == {"g"}
+
+
+def test_a_helper_assigned_only_on_some_iterations_is_carried_and_refused() -> None:
+    new = "    if epoch % 2 == 0:\n        even = float(loss)\n" + '    florql.log("even", even)'
+    v2 = _edit(TORCH, 'florql.log("acc"', new)
+    with pytest.raises(ReplayError, match=r"line 26: .*reads even, which new code sets inside"):
+        splice({"train.py": TORCH}, {"train.py": v2})
+
+
+def test_a_helper_assigned_on_every_branch_first_is_not_carried() -> None:
+    new = "    even = 0.0\n    if epoch % 2 == 0:\n        even = float(loss)\n"
+    v2 = _edit(TORCH, 'florql.log("acc"', new + '    florql.log("even", even)')
+    assert splice({"train.py": TORCH}, {"train.py": v2}).names == {"even"}
+
+
+def test_a_log_wrapped_around_a_multi_line_recorded_statement_replaces_it_whole() -> None:
+    rec = TORCH.replace(
+        "        pred = model(torch.ones(5, 4)).argmax(1)\n",
+        "        pred = model(\n            torch.ones(5, 4)\n        ).argmax(1)\n",
+    )
+    cur = rec.replace(
+        "        pred = model(\n            torch.ones(5, 4)\n        ).argmax(1)\n",
+        '        pred = florql.log(\n            "pred",\n            model(\n'
+        "                torch.ones(5, 4)\n            ).argmax(1),\n        )\n",
+    )
+    s = splice({"train.py": rec}, {"train.py": cur}, want={"pred"})
+    assert s.sources["train.py"].replace("    " + GUARD + "\n", "") == cur and s.other_edits == []
