@@ -158,7 +158,6 @@ def test_a_refused_helper_is_one_clear_line_and_exit_2(tmp_path: Path) -> None:
     assert "train.py line 32" in line and "draws random numbers (torch.randn)" in line
 
 
-@pytest.mark.xfail(strict=False, reason="needs gradient capture (lead)")
 def test_a_gradient_helper_after_the_inner_loop_sees_the_last_steps_gradients(
     tmp_path: Path,
 ) -> None:
