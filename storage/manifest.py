@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from .errors import CorruptionError, StoreError
+from .errors import UNREADABLE, CorruptionError, StoreError, unreadable
 from .format import (
     FILE_HEADER,
     FORMAT_VERSION,
@@ -37,7 +37,7 @@ def seal(magic: bytes, body) -> bytes:
 
 def unseal(magic: bytes, data: bytes, path: str, what: str):
     """The body of a sealed file; StoreError for a newer format, CorruptionError if damaged."""
-    fix = "run `florql check`; restore the store from a backup if it reports damage"
+    fix = "run `florql check --repair` to rebuild it from the log segments"
     if len(data) < FILE_HEADER.size:
         raise CorruptionError(
             f"{what} {path} is truncated ({len(data)} bytes); {fix}", segment=path, offset=0
@@ -76,7 +76,11 @@ class Manifest:
 def read_manifest(fs, root: str) -> Manifest:
     """Read and validate `root`/MANIFEST."""
     path = f"{root}/{MANIFEST}"
-    body = unseal(MANIFEST_MAGIC, fs.read(path), path, "manifest")
+    try:
+        data = fs.read(path)
+    except UNREADABLE as exc:
+        raise unreadable(path, exc, "manifest") from None
+    body = unseal(MANIFEST_MAGIC, data, path, "manifest")
     try:
         m = Manifest(
             store_id=bytes(body["store_id"]), segments=list(body["segments"]), index=body["index"]

@@ -48,3 +48,38 @@ class Problem(NamedTuple):
     offset: int | None
     lsn: int | None
     message: str
+
+
+class Lost(NamedTuple):
+    """A range of LSNs whose records cannot be read: damage found when opening with
+    `allow_damage=True`, or a hole left where `florql check --repair` cut damaged bytes out.
+
+    `last_lsn` is None when the range runs to the end of the log (a lost last segment).
+    `segment` and `offset` say where the damaged bytes were; `reason` is one phrase.
+    """
+
+    first_lsn: int
+    last_lsn: int | None
+    segment: str
+    offset: int
+    reason: str
+
+    def describe(self) -> str:
+        """One line for a report.
+
+        >>> Lost(5, 9, "log/00000002.seg", 48, "fails its checksum").describe()
+        'LSN 5-9 (log/00000002.seg at offset 48: fails its checksum)'
+        """
+        where = f"{self.segment} at offset {self.offset}: {self.reason}"
+        if self.last_lsn is None:
+            return f"LSN {self.first_lsn} to the end of the log ({where})"
+        if self.last_lsn < self.first_lsn:
+            return f"no records lost ({where})"
+        if self.last_lsn == self.first_lsn:
+            return f"LSN {self.first_lsn} ({where})"
+        return f"LSN {self.first_lsn}-{self.last_lsn} ({where})"
+
+    @property
+    def count(self) -> int | None:
+        """How many LSNs are lost (None: to the end of the log)."""
+        return None if self.last_lsn is None else max(0, self.last_lsn - self.first_lsn + 1)
