@@ -63,6 +63,7 @@ class Lost(NamedTuple):
     segment: str
     offset: int
     reason: str
+    kind: str = "hole"  # the Problem kind `check` reports it as (e.g. "frame_checksum")
 
     def describe(self) -> str:
         """One line for a report.

@@ -194,7 +194,7 @@ def redo(
                 return seg_no, 0
         while True:
             scanner = FrameScanner(fs, path, offset, state.last_lsn + 1)
-            _fold(scanner, seg_no, path, state)
+            _fold(scanner, seg_no, path, state, tolerate)
             stop = scanner.stop
             if stop.reason == "end":
                 break
@@ -216,18 +216,56 @@ def redo(
     return None
 
 
-def _fold(scanner: FrameScanner, seg_no: int, path: str, state: StoreState) -> None:
-    """Fold every good frame the scanner yields into `state`."""
+def _fold(scanner: FrameScanner, seg_no: int, path: str, state: StoreState, tolerate: bool) -> None:
+    """Fold every good frame the scanner yields into `state`.
+
+    A frame whose checksum holds but whose records cannot be decoded is corruption; with
+    `tolerate` it is stepped over like any damaged frame (its LSNs are lost).
+    """
     for frame in scanner:
-        entries = decode_checked(frame, path)
-        state.note_frame(seg_no, frame.offset, frame.end, frame.base_lsn, frame.nrecs)
-        if frame.hole:
-            state.note_hole(path, frame.offset, frame.base_lsn, frame.nrecs)
+        try:
+            entries = decode_checked(frame, path)
+            if frame.hole:
+                state.note_frame(seg_no, frame.offset, frame.end, frame.base_lsn, frame.nrecs)
+                state.note_hole(path, frame.offset, frame.base_lsn, frame.nrecs)
+                continue
+            if tolerate:  # strict mode raises anyway, so it skips this second pass
+                _validate_entries(frame, path, entries)
+        except CorruptionError:
+            if not tolerate:
+                raise
+            last = frame.base_lsn + frame.nrecs - 1
+            lost = Lost(
+                frame.base_lsn, last, path, frame.offset, "cannot be decoded", "frame_decode"
+            )
+            state.note_frame(seg_no, frame.offset, frame.end, frame.base_lsn, frame.nrecs)
+            state.note_lost(lost, (seg_no, frame.offset), (frame.end, last + 1))
             continue
+        state.note_frame(seg_no, frame.offset, frame.end, frame.base_lsn, frame.nrecs)
         try:
             state.apply_entries(frame.base_lsn, entries)
         except (TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
             raise _undecodable(frame, path, exc) from None
+
+
+def _validate_entries(frame, path: str, entries: list) -> None:
+    """CorruptionError unless every entry is a [kind, body] pair that `apply` can fold in.
+
+    Checked before anything is applied, so a malformed frame leaves the state untouched.
+    """
+    try:
+        probe = StoreState()
+        for kind, body in entries:
+            if type(kind) is not int:
+                raise TypeError(f"record kind {kind!r} is not an int")
+            if kind not in _COMMON:
+                probe.apply(0, kind, body)
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
+        raise _undecodable(frame, path, exc) from None
+
+
+# Kinds `apply_entries` folds without looking inside their bodies beyond a type test.
+_COMMON = frozenset({3, 4, 5})
 
 
 _WHY = {
@@ -248,14 +286,15 @@ def _past_bad_frame(fs, path, seg_no, segs, i, state, scanner) -> int | None:
     stop = scanner.stop
     later = valid_frame_after(fs, path, stop.offset, stop.lsn, end=scanner.seen_end)
     why = _WHY.get(stop.reason, stop.reason)
+    kind = "frame_" + {"bad": "checksum", "short": "truncated"}.get(stop.reason, stop.reason)
     if later is not None:
-        lost = Lost(stop.lsn, later.base_lsn - 1, path, stop.offset, f"frame {why}")
+        lost = Lost(stop.lsn, later.base_lsn - 1, path, stop.offset, f"frame {why}", kind)
         state.note_lost(lost, (seg_no, stop.offset), (later.offset, later.base_lsn))
         return later.offset
     nxt = _next_first(segs, i)
     # In the last segment only a stale frame ("lsn") gets here: nothing after it is known.
     last_lsn = stop.lsn - 1 if nxt is None else nxt - 1
-    lost = Lost(stop.lsn, last_lsn, path, stop.offset, f"frame {why}; the rest of the segment")
+    lost = Lost(stop.lsn, last_lsn, path, stop.offset, f"frame {why}; rest of segment", kind)
     state.note_lost(lost, (seg_no, stop.offset), None)
     return None
 
@@ -275,11 +314,13 @@ def _past_bad_header(fs, path, seg_no, segs, i, state, exc) -> int | None:
     except UNREADABLE:
         readable = False
     if readable:
-        state.damage.append(Lost(first_lsn, first_lsn - 1, path, 0, "damaged header"))
+        state.damage.append(
+            Lost(first_lsn, first_lsn - 1, path, 0, "damaged header", "segment_header")
+        )
         return HEADER_SIZE
     nxt = _next_first(segs, i)
     reason = str(exc).split(";")[0].removeprefix(f"log segment {path} ")
-    lost = Lost(first_lsn, None if nxt is None else nxt - 1, path, 0, reason)
+    lost = Lost(first_lsn, None if nxt is None else nxt - 1, path, 0, reason, "segment_header")
     state.note_lost(lost, (seg_no, 0), None)
     state.dead.add(seg_no)
     return None

@@ -235,7 +235,9 @@ class Store:
                 scanner = FrameScanner(self.fs, path, offset, lsn, limit)
                 try:
                     for f in scanner:
-                        if f.base_lsn + f.nrecs > from_lsn and not f.hole:
+                        # A checksummed frame that cannot be decoded is in `skips` too.
+                        wanted = f.base_lsn + f.nrecs > from_lsn and not f.hole
+                        if wanted and (not skips or (seg_no, f.offset) not in skips):
                             yield f, path
                         if f.base_lsn + f.nrecs - 1 >= last:
                             return
