@@ -314,9 +314,9 @@ def _past_bad_header(fs, path, seg_no, segs, i, state, exc) -> int | None:
     except UNREADABLE:
         readable = False
     if readable:
-        state.damage.append(
-            Lost(first_lsn, first_lsn - 1, path, 0, "damaged header", "segment_header")
-        )
+        lost = Lost(first_lsn, first_lsn - 1, path, 0, "damaged header", "segment_header")
+        # Readers start after the header anyway; the skip marks the segment for repair.
+        state.note_lost(lost, (seg_no, 0), (HEADER_SIZE, first_lsn))
         return HEADER_SIZE
     nxt = _next_first(segs, i)
     reason = str(exc).split(";")[0].removeprefix(f"log segment {path} ")
