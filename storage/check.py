@@ -23,7 +23,7 @@ from .format import PAGE_HEADER, PAGE_MAGIC, segment_name
 from .frame import parse_frame
 from .manifest import read_manifest
 from .pages import page_key, read_page_into
-from .records import Problem
+from .records import Lost, Problem
 from .recovery import load_index, recover, settled_manifest
 from .salvage import manifest_from_segments
 from .state import StoreState
@@ -47,11 +47,22 @@ def check_store(store) -> list[Problem]:
         problems.append(Problem("log", getattr(exc, "segment", None), 0, None, str(exc)))
         return problems
     problems += [_damage_problem(lost) for lost in full.damage]
+    if torn is not None and torn[1] == 0:
+        problems.append(_damage_problem(cut_header(store.root, manifest, torn[0])))
     _check_durable_tail(store, indexed, full, torn, problems)
     if manifest.index and not any(p.kind == "index" for p in problems):
         _check_index_agrees(store, manifest, indexed, full, problems)
     _check_pages(store, full, problems)
     return problems
+
+
+def cut_header(root: str, manifest, seg_no: int) -> Lost:
+    """The loss of a last segment cut below its header: a listed segment's header was fsynced
+    before it was listed, so this is damage, never a crash; whatever it held is gone."""
+    path = f"{root}/{segment_name(seg_no)}"
+    first = dict(manifest.segments)[seg_no]
+    why = "cut below its header (the next writer rewrites the header)"
+    return Lost(first, None, path, 0, why, "segment_header")
 
 
 def _damage_problem(lost) -> Problem:

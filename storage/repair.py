@@ -37,6 +37,7 @@ import posixpath
 from dataclasses import dataclass, field
 
 from . import kinds as K
+from .check import cut_header, page_problem
 from .errors import UNREADABLE, CorruptionError, StoreError
 from .format import LOCK, QUARANTINE_DIR, RUNS_DIR, segment_name
 from .frame import encode_hole, pack_entries
@@ -107,7 +108,10 @@ def repair(root: str, fs=None) -> RepairReport:
         _refuse_if_recording(fs, root)
         manifest = _settle_manifest(fs, root, report)
         _, state, torn = recover(fs, root, manifest, tolerate=True)
-        for lost in state.damage:
+        found = list(state.damage)
+        if torn is not None and torn[1] == 0:  # catch_up (step 5) rewrites the header
+            found.append(cut_header(root, manifest, torn[0]))
+        for lost in found:
             report.lost.append((lost, state.runs_around(lost.first_lsn, lost.last_lsn)))
         for seg_no in _damaged_segments(state):
             _repair_segment(fs, root, manifest, state, seg_no, torn, report)
@@ -257,8 +261,6 @@ def _quarantine_copy(fs, root: str, path: str, report: RepairReport) -> str | No
 
 def _drop_damaged_checkpoints(store, report: RepairReport) -> None:
     """Step 4: a CKPT_DROP record for each checkpoint with a damaged page."""
-    from .check import page_problem
-
     entries = []
     for ckpt in store.checkpoints():
         for _raw_len, refs in store._state.ckpt_blobs[ckpt.ckpt_id]:

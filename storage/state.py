@@ -171,10 +171,11 @@ class StoreState:
     def runs_around(self, first: int, last: int | None) -> list[str]:
         """Runs whose records span LSNs first..last: they may have lost records there."""
         end = float("inf") if last is None else last
+        # A run whose end record is not (or no longer) readable may have run on into the range.
         return sorted(
             rid
-            for rid, (begin, _m, _e, run_last) in self.runs.items()
-            if begin <= end and run_last >= first
+            for rid, (begin, _m, run_end, run_last) in self.runs.items()
+            if begin <= end and (run_last >= first or run_end is None)
         )
 
     def to_body(self) -> dict:

@@ -104,8 +104,8 @@ class Store:
             root = posixpath.normpath(os.fspath(path))
         if segment_bytes < 4096 or page_bytes < 1:
             raise BadInputError("segment_bytes must be at least 4096 and page_bytes at least 1")
-        _check_path(fs, root, create)
-        if not fs.exists(f"{root}/{MANIFEST}"):
+        _check_path(fs, root, create, allow_damage)
+        if not fs.exists(f"{root}/{MANIFEST}") and not (allow_damage and _holds_data(fs, root)):
             _init_store(fs, root)
         _check_contents(fs, root)
         problems: list[Problem] = []
@@ -385,7 +385,7 @@ def write_failed(root: str, exc: OSError) -> StoreError:
     )
 
 
-def _check_path(fs: FileSystem, root: str, create: bool) -> None:
+def _check_path(fs: FileSystem, root: str, create: bool, allow_damage: bool = False) -> None:
     if fs.exists(root) and not fs.isdir(root):
         raise StoreError(
             f"the store path {root} is a file, not a folder; pass a folder path (e.g. ./.florql)"
@@ -413,9 +413,11 @@ def _check_path(fs: FileSystem, root: str, create: bool) -> None:
             "choose an empty folder or a new path for --store"
         )
     if _holds_data(fs, root):
+        if allow_damage:
+            return  # the MANIFEST is rebuilt from the segments in memory
         raise CorruptionError(
-            f"the store at {root} has log data but no MANIFEST; restore the MANIFEST from a backup "
-            "(florql will not overwrite the data)",
+            f"the store at {root} has log data but no MANIFEST; run `florql check --repair` to "
+            "rebuild it from the log segments (florql will not overwrite the data)",
             segment=f"{root}/{MANIFEST}",
         )
     if not create:

@@ -23,6 +23,7 @@ def query_main(args: Any) -> int:
         progress=sys.stderr.isatty(),
         persist=True,
         tolerance=args.tolerance,
+        allow_damage=getattr(args, "allow_damage", False),
     )
     try:
         table = con.sql(args.sql).arrow()

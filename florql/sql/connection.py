@@ -103,6 +103,7 @@ class Connection:
         progress: bool = False,
         persist: bool = False,
         tolerance: float | None = None,
+        allow_damage: bool = False,
     ) -> None:
         from florql.cli import default_store
 
@@ -116,6 +117,8 @@ class Connection:
         self.tolerance = (
             tolerance  # of replay's fidelity check (None: $FLORQL_REPLAY_TOLERANCE or 0)
         )
+        # Answer from the intact part of a damaged store, warning once (README: Damage).
+        self.allow_damage = allow_damage
         self._store: Any = None
         self._duck_con: duckdb.DuckDBPyConnection | None = None
         self._cache: Cache | None = None
@@ -174,7 +177,11 @@ class Connection:
                     f"no florql store at {self.store_path}; record a run first "
                     "(`florql record train.py`) or pass --store / set FLORQL_STORE"
                 )
-            self._store = _store_class().open(self.store_path, create=False)
+            self._store = _store_class().open(
+                self.store_path, create=False, allow_damage=self.allow_damage
+            )
+            if self.allow_damage:
+                _warn_damage(self._store)
         return self._store
 
     def refresh(self) -> int:
@@ -265,10 +272,28 @@ def connect(
     replay: bool = True,
     workers: int | None = None,
     tolerance: float | None = None,
+    allow_damage: bool = False,
 ) -> Connection:
     """Open a read-only connection to `store` (default `$FLORQL_STORE` or `./.florql`);
-    `tolerance` is that of replay's fidelity check (default: exact)."""
-    return Connection(store, replay=replay, workers=workers, tolerance=tolerance)
+    `tolerance` is that of replay's fidelity check (default: exact); `allow_damage` answers
+    from the intact part of a damaged store, with a warning on stderr naming what is lost."""
+    return Connection(
+        store, replay=replay, workers=workers, tolerance=tolerance, allow_damage=allow_damage
+    )
+
+
+def _warn_damage(store: Any) -> None:
+    """One warning on stderr per damaged range a tolerant open stepped over."""
+    import sys
+
+    for lost in store.damage():
+        runs = store.runs_around(lost)
+        who = f" (runs recording then: {', '.join(runs)})" if runs else ""
+        print(
+            f"florql: warning: the store is damaged, answers leave out {lost.describe()}{who}; "
+            "run `florql check --repair`",
+            file=sys.stderr,
+        )
 
 
 _default: Connection | None = None
