@@ -46,11 +46,14 @@ def check_store(store) -> list[Problem]:
     except StoreError as exc:  # nothing of the log can be read at all
         problems.append(Problem("log", getattr(exc, "segment", None), 0, None, str(exc)))
         return problems
-    problems += [_damage_problem(lost) for lost in full.damage]
+    log = [_damage_problem(lost) for lost in full.damage]
     if torn is not None and torn[1] == 0:
-        problems.append(_damage_problem(cut_header(store.root, manifest, torn[0])))
-    _check_durable_tail(store, indexed, full, torn, problems)
-    if manifest.index and not any(p.kind == "index" for p in problems):
+        log.append(_damage_problem(cut_header(store.root, manifest, torn[0])))
+    else:
+        _check_durable_tail(store, indexed, full, torn, log)
+    problems += log
+    # The index is judged against an intact log only: damage in the log is reported as such.
+    if manifest.index and not log and not any(p.kind == "index" for p in problems):
         _check_index_agrees(store, manifest, indexed, full, problems)
     _check_pages(store, full, problems)
     return problems
@@ -143,28 +146,13 @@ def _check_pages(store, state: StoreState, problems: list) -> None:
 
 
 def page_problem(fs, root: str, ref, ckpt) -> Problem | None:
-    """What is wrong with one referenced page (header or data), or None.
+    """What is wrong with one referenced page (its data, else its header), or None.
 
     The header is not needed to read the page (the reference carries its fields), but it is
     what a salvage of the page files would go by, so it must agree with the reference.
     """
     key, name, offset, stored_len, raw_len, codec, c = ref
     path = f"{root}/{name}"
-    at = offset - PAGE_HEADER.size
-    try:
-        head = fs.read(path, at, PAGE_HEADER.size) if at >= 0 else b""
-    except UNREADABLE:
-        head = b""
-    expected = PAGE_HEADER.pack(PAGE_MAGIC, codec, raw_len, stored_len, c, key & 0xFFFFFFFF)
-    if head != expected or page_key(raw_len, key & 0xFFFFFFFF) != key:
-        return Problem(
-            "page_header",
-            path,
-            at,
-            ckpt.lsn,
-            f"checkpoint {ckpt.ckpt_id} of run {ckpt.run_id}: the page header in {path} at "
-            f"offset {at} is missing or does not match its reference",
-        )
     try:
         read_page_into(fs, root, ref, memoryview(bytearray(raw_len)))
     except CorruptionError as exc:
@@ -174,5 +162,17 @@ def page_problem(fs, root: str, ref, ckpt) -> Problem | None:
             exc.offset,
             ckpt.lsn,
             f"checkpoint {ckpt.ckpt_id} of run {ckpt.run_id}: {exc}",
+        )
+    at = offset - PAGE_HEADER.size
+    head = fs.read(path, at, PAGE_HEADER.size) if at >= 0 else b""
+    expected = PAGE_HEADER.pack(PAGE_MAGIC, codec, raw_len, stored_len, c, key & 0xFFFFFFFF)
+    if head != expected or page_key(raw_len, key & 0xFFFFFFFF) != key:
+        return Problem(
+            "page_header",
+            path,
+            at,
+            ckpt.lsn,
+            f"checkpoint {ckpt.ckpt_id} of run {ckpt.run_id}: the page header in {path} at "
+            f"offset {at} does not match its reference",
         )
     return None

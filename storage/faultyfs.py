@@ -154,10 +154,21 @@ class FaultyFS(FileSystem):
     def rename(self, src: str, dst: str) -> None:
         self._op("rename")
         self.base.rename(src, dst)
+        # The mode travels with the file; the name it leaves is free for a readable file.
+        marked = {self.base._norm(p) for p in self.unreadable}
+        self.unreadable.discard(dst)
+        if self.base._norm(src) in marked:
+            self.unreadable = {
+                p for p in self.unreadable if self.base._norm(p) != self.base._norm(src)
+            }
+            self.unreadable.add(dst)
 
     def remove(self, path: str) -> None:
         self._op("remove")
         self.base.remove(path)
+        self.unreadable = {
+            p for p in self.unreadable if self.base._norm(p) != self.base._norm(path)
+        }
 
     def truncate(self, path: str, size: int) -> None:
         self._op("truncate")

@@ -194,7 +194,13 @@ def redo(
                 return seg_no, 0
         while True:
             scanner = FrameScanner(fs, path, offset, state.last_lsn + 1)
-            _fold(scanner, seg_no, path, state, tolerate)
+            try:
+                _fold(scanner, seg_no, path, state, tolerate)
+            except UNREADABLE as exc:
+                if not tolerate:
+                    raise unreadable(path, exc, "log segment") from None
+                _unreadable_rest(path, seg_no, segs, i, state, offset, exc)
+                break
             stop = scanner.stop
             if stop.reason == "end":
                 break
@@ -297,6 +303,18 @@ def _past_bad_frame(fs, path, seg_no, segs, i, state, scanner) -> int | None:
     lost = Lost(stop.lsn, last_lsn, path, stop.offset, f"frame {why}; rest of segment", kind)
     state.note_lost(lost, (seg_no, stop.offset), None)
     return None
+
+
+def _unreadable_rest(path, seg_no, segs, i, state, offset, exc) -> None:
+    """Tolerant redo could not read a segment from `offset` on: the rest of it is lost."""
+    nxt = _next_first(segs, i)
+    first = state.last_lsn + 1
+    lost = Lost(
+        first, None if nxt is None else nxt - 1, path, offset, os_phrase(exc), "segment_header"
+    )
+    state.note_lost(lost, (seg_no, offset), None)
+    if offset <= HEADER_SIZE:
+        state.dead.add(seg_no)
 
 
 def _past_bad_header(fs, path, seg_no, segs, i, state, exc) -> int | None:

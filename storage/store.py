@@ -231,7 +231,8 @@ class Store:
             seg_no = nos[k]
             path = f"{self.root}/{segment_name(seg_no)}"
             limit = tail_off if seg_no == tail_seg else None
-            while seg_no not in dead:
+            skipped = seg_no in dead
+            while not skipped:
                 scanner = FrameScanner(self.fs, path, offset, lsn, limit)
                 try:
                     for f in scanner:
@@ -245,15 +246,19 @@ class Store:
                     raise unreadable(path, exc, "log segment") from None
                 stop = scanner.stop
                 if stop.reason == "end":
+                    lsn = scanner.next_lsn
                     break
                 if (seg_no, stop.offset) not in skips:
                     raise corruption(path, stop.offset, stop.lsn, stop.reason)
                 to = skips[(seg_no, stop.offset)]
                 if to is None:
+                    skipped = True
                     break
                 offset, lsn = to
             k += 1
             if k < len(segs):
+                if not skipped and lsn != segs[k][1]:  # the segment ends before its last LSN
+                    raise corruption(path, stop.offset, lsn, "short")
                 lsn, offset = segs[k][1], HEADER_SIZE
 
     def runs(self) -> dict[str, RunInfo]:
