@@ -129,7 +129,9 @@ class Connection:
     def _open_cache(self) -> None:
         store = self._open_store()
         con, state = None, None
-        if self.persist:
+        # A tolerant read of a damaged store is never saved: a later plain query must not
+        # answer from it without the warning.
+        if self.persist and not self.allow_damage:
             from florql.sql import persist
 
             store_id = persist.store_id_of(store)
