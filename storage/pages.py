@@ -250,7 +250,7 @@ def read_page_into(fs, root: str, ref, out: memoryview) -> None:
     if not ok:
         raise CorruptionError(
             f"checkpoint page in {path} at offset {offset} is missing or fails its checksum; "
-            "run `florql check` and use an earlier checkpoint",
+            "`florql check --repair` drops its checkpoint (replay plans around it by itself)",
             segment=path,
             offset=offset,
         )

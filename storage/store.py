@@ -324,6 +324,29 @@ class Store:
         ]
         return info.meta, views
 
+    def verify_checkpoint(self, ckpt) -> Problem | None:
+        """The first thing wrong with a checkpoint's pages (data or header), or None.
+
+        Reads every page of it (what `load_checkpoint` would read, without keeping it), so a
+        planner can choose another checkpoint before a replay stops on this one.
+        """
+        from .check import page_problem
+
+        ckpt_id = ckpt if isinstance(ckpt, str) else ckpt.ckpt_id
+        with self._mutex:
+            blobs = self._state.ckpt_blobs.get(ckpt_id)
+            info = next((c for c in self._state.ckpts if c.ckpt_id == ckpt_id), None)
+        if blobs is None or info is None:
+            raise BadInputError(
+                f"checkpoint {ckpt_id!r} is not in the store; list them with store.checkpoints()"
+            )
+        for _raw_len, refs in blobs:
+            for ref in refs:
+                problem = page_problem(self.fs, self.root, ref, info)
+                if problem is not None:
+                    return problem
+        return None
+
     def records_after(self, run_id: str, lsn: int, kinds=None) -> Iterator[Record]:
         """Records of `run_id` with LSN > lsn, in LSN order."""
         return self.scan(from_lsn=lsn + 1, kinds=kinds, run_id=run_id)
