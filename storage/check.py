@@ -19,8 +19,7 @@ Repaired damage (hole frames, dropped checkpoints) is not a problem: `Store.hole
 from __future__ import annotations
 
 from .errors import UNREADABLE, CorruptionError, StoreError
-from .format import PAGE_HEADER, PAGE_MAGIC, segment_name
-from .frame import parse_frame
+from .format import FRAME_HEADER, PAGE_HEADER, PAGE_MAGIC, segment_name
 from .manifest import read_manifest
 from .pages import page_key, read_page_into
 from .records import Lost, Problem
@@ -98,12 +97,11 @@ def _check_index_agrees(store, manifest, indexed: StoreState, full: StoreState, 
     path = f"{store.root}/{manifest.index['file']}"
     for lsn, (seg_no, offset) in zip(indexed.index_lsns, indexed.index_pos, strict=True):
         seg = f"{store.root}/{segment_name(seg_no)}"
-        try:
-            head = store.fs.read(seg, offset, 1 << 16)
+        try:  # the frames themselves were verified by the redo: the header says where one starts
+            head = store.fs.read(seg, offset, FRAME_HEADER.size)
         except UNREADABLE:
             head = b""
-        f = parse_frame(head, 0, len(head)) if head else None
-        if f is None or f.base_lsn != lsn or f.status == "bad":
+        if len(head) < FRAME_HEADER.size or FRAME_HEADER.unpack(head)[5] != lsn:
             problems.append(
                 Problem(
                     "index",

@@ -198,3 +198,19 @@ def test_an_unreadable_segment_is_one_sentence():
         list(Store.open("/s", fs=fs).scan())
     msg = str(e.value)
     assert "/s/log/00000002.seg" in msg and "Permission denied" in msg and "\n" not in msg
+
+
+def test_check_reports_an_index_checkpoint_that_disagrees_with_the_log():
+    """An index whose checksum holds but whose sparse entry points where no frame with that
+    LSN starts would send readers astray: check reads it against the log."""
+    from florql_storage.manifest import seal, unseal
+
+    fs = MemFS()
+    s, _ = _store(fs)
+    path = f"/s/{s._manifest.index['file']}"
+    body = unseal(b"FLQLIDX\0", fs.read(path), path, "index checkpoint")
+    body["index"][1][2] += 7  # the second entry's offset, off by a few bytes
+    fs.write_file(path, seal(b"FLQLIDX\0", body))
+    assert [p.kind for p in Store.open("/s", fs=fs).check()] == ["index"]
+    repair("/s", fs)
+    assert Store.open("/s", fs=fs).check() == []
