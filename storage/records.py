@@ -79,8 +79,3 @@ class Lost(NamedTuple):
         if self.last_lsn == self.first_lsn:
             return f"LSN {self.first_lsn} ({where})"
         return f"LSN {self.first_lsn}-{self.last_lsn} ({where})"
-
-    @property
-    def count(self) -> int | None:
-        """How many LSNs are lost (None: to the end of the log)."""
-        return None if self.last_lsn is None else max(0, self.last_lsn - self.first_lsn + 1)

@@ -186,10 +186,11 @@ def redo(
             except CorruptionError as exc:
                 if not tolerate:
                     raise
-                offset = _past_bad_header(fs, path, seg_no, segs, i, state, exc)
-                if offset is None:
+                resume = _past_bad_header(fs, path, seg_no, segs, i, state, exc)
+                if resume is None:
                     i, offset = i + 1, 0
                     continue
+                offset = resume
             if offset == 0:  # a last segment cut below its header: nothing in it yet
                 return seg_no, 0
         while True:
@@ -215,9 +216,10 @@ def redo(
                 return seg_no, stop.offset
             if not tolerate:
                 raise corruption(path, stop.offset, stop.lsn, stop.reason)
-            offset = _past_bad_frame(fs, path, seg_no, segs, i, state, scanner)
-            if offset is None:
+            resume = _past_bad_frame(fs, path, seg_no, segs, i, state, scanner)
+            if resume is None:
                 break
+            offset = resume
         i, offset = i + 1, 0
     return None
 

@@ -42,7 +42,8 @@ def manifest_from_segments(fs, root: str) -> Manifest:
             f"({exc.strerror or exc}); nothing can be salvaged from it",
             segment=log,
         ) from None
-    segments, ids = [], Counter()
+    segments: list[list[int]] = []
+    ids: Counter[bytes] = Counter()
     for name in names:
         m = _SEGMENT_FILE.match(name)
         if m is None:
