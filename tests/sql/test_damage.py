@@ -123,3 +123,16 @@ def test_a_missing_segment_is_one_sentence_naming_it(intact, tmp_path, capsys):
     assert err.count("\n") == 1 and f"{path}/log/00000001.seg is missing" in err
     assert main(["query", "--store", path, "--allow-damage", SQL]) == 0
     assert "00000001.seg" in capsys.readouterr().err
+
+
+def test_any_file_system_error_left_is_one_sentence_with_the_path(monkeypatch, capsys):
+    """The CLI's last wall: a PermissionError no layer expected is not a traceback."""
+    import florql.check_command as cc
+
+    def denied(args):
+        raise PermissionError(13, "Permission denied", "/some/store/index/1.idx")
+
+    monkeypatch.setattr(cc, "check_main", denied)
+    assert main(["check", "--store", "."]) == 1
+    err = capsys.readouterr().err
+    assert err == "florql: error: /some/store/index/1.idx cannot be used (Permission denied)\n"
