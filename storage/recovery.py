@@ -181,6 +181,8 @@ def redo(
         path = f"{root}/{segment_name(seg_no)}"
         last = i == len(segs) - 1
         if offset == 0:
+            if tolerate and first_lsn > state.last_lsn + 1:
+                _note_gap(path, seg_no, state, first_lsn)
             try:
                 offset = _open_segment(fs, path, seg_no, first_lsn, manifest, state, last)
             except CorruptionError as exc:
@@ -247,7 +249,8 @@ def _fold(scanner: FrameScanner, seg_no: int, path: str, state: StoreState, tole
                 frame.base_lsn, last, path, frame.offset, "cannot be decoded", "frame_decode"
             )
             state.note_frame(seg_no, frame.offset, frame.end, frame.base_lsn, frame.nrecs)
-            state.note_lost(lost, (seg_no, frame.offset), (frame.end, last + 1))
+            state.damage.append(lost)
+            state.undecodable.add((seg_no, frame.offset))
             continue
         state.note_frame(seg_no, frame.offset, frame.end, frame.base_lsn, frame.nrecs)
         try:
@@ -292,7 +295,8 @@ def _past_bad_frame(fs, path, seg_no, segs, i, state, scanner) -> int | None:
     """Tolerant redo met damage at `scanner.stop`: note what is lost and where reading
     resumes. Returns the offset of the next good frame in this segment, or None."""
     stop = scanner.stop
-    later = valid_frame_after(fs, path, stop.offset, stop.lsn, end=scanner.seen_end)
+    # From the damaged frame itself: a good frame there with a later LSN is a gap before it.
+    later = valid_frame_after(fs, path, stop.offset - 1, stop.lsn, end=scanner.seen_end)
     why = _WHY.get(stop.reason, stop.reason)
     kind = "frame_" + {"bad": "checksum", "short": "truncated"}.get(stop.reason, stop.reason)
     if later is not None:
@@ -305,6 +309,15 @@ def _past_bad_frame(fs, path, seg_no, segs, i, state, scanner) -> int | None:
     lost = Lost(stop.lsn, last_lsn, path, stop.offset, f"frame {why}; rest of segment", kind)
     state.note_lost(lost, (seg_no, stop.offset), None)
     return None
+
+
+def _note_gap(path: str, seg_no: int, state: StoreState, first_lsn: int) -> None:
+    """LSNs missing between the end of the log so far and a segment's first LSN (a segment
+    lost along with the MANIFEST that listed it): lost, and readers cross the gap."""
+    lost = Lost(state.last_lsn + 1, first_lsn - 1, path, 0, "missing before it", "lsn_gap")
+    state.damage.append(lost)
+    state.gaps[seg_no] = lost
+    state.last_lsn = first_lsn - 1
 
 
 def _unreadable_rest(path, seg_no, segs, i, state, offset, exc) -> None:

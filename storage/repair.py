@@ -113,6 +113,12 @@ def repair(root: str, fs=None) -> RepairReport:
             found.append(cut_header(root, manifest, torn[0]))
         for lost in found:
             report.lost.append((lost, state.runs_around(lost.first_lsn, lost.last_lsn)))
+        if state.gaps:  # such a segment starts where the log before it ends, with a hole
+            segments = [
+                [n, state.gaps[n].first_lsn if n in state.gaps else f] for n, f in manifest.segments
+            ]
+            manifest = Manifest(store_id=manifest.store_id, segments=segments, index=None)
+            write_manifest(fs, root, manifest)
         for seg_no in _damaged_segments(state):
             _repair_segment(fs, root, manifest, state, seg_no, torn, report)
     finally:
@@ -158,8 +164,10 @@ def _settle_manifest(fs, root: str, report: RepairReport) -> Manifest:
 
 
 def _damaged_segments(state: StoreState) -> list[int]:
-    """Segments with a damaged range, header (a skip at offset 0) or that cannot be read."""
-    return sorted({seg_no for seg_no, _ in state.skips} | set(state.dead))
+    """Segments with a damaged range, header (a skip at offset 0), undecodable frame or gap
+    before them, or that cannot be read."""
+    nos = {seg_no for seg_no, _ in state.skips} | {seg_no for seg_no, _ in state.undecodable}
+    return sorted(nos | set(state.dead) | set(state.gaps))
 
 
 def _repair_segment(fs, root, manifest, state, seg_no, torn, report) -> None:
@@ -171,11 +179,16 @@ def _repair_segment(fs, root, manifest, state, seg_no, torn, report) -> None:
     i = nos.index(seg_no)
     next_first = manifest.segments[i + 1][1] if i + 1 < len(nos) else None
     header = encode_header(seg_no, manifest.store_id, firsts[seg_no])
+    gap, first = state.gaps.get(seg_no), firsts[seg_no]
+    lead = b""
+    if gap is not None:
+        lead = _hole(gap.first_lsn, gap.last_lsn, rel, HEADER_SIZE)
+        first = gap.last_lsn + 1
     if seg_no in state.dead:
-        body = _dead_body(firsts[seg_no], next_first, rel)
+        body = lead + _dead_body(first, next_first, rel)
     else:
         end = torn[1] if torn is not None and torn[0] == seg_no else None
-        body = _salvaged_body(fs, path, seg_no, firsts[seg_no], next_first, state, end, rel)
+        body = lead + _salvaged_body(fs, path, seg_no, first, next_first, state, end, rel)
     _quarantine_copy(fs, root, path, report)
     tmp = f"{root}/{QUARANTINE_DIR}/{posixpath.basename(rel)}.repaired"
     fs.write_file(tmp, header + body)
@@ -189,7 +202,7 @@ def _dead_body(first: int, next_first: int | None, rel: str) -> bytes:
     """A lost segment: one hole over its LSNs (none if it was the last: its end is unknown)."""
     if next_first is None or next_first <= first:
         return b""
-    return encode_hole(first, next_first - 1, {"segment": rel, "offset": 0, "why": "unreadable"})
+    return _hole(first, next_first - 1, rel, 0)
 
 
 def _salvaged_body(fs, path, seg_no, first, next_first, state, end, rel) -> bytes:
@@ -200,8 +213,8 @@ def _salvaged_body(fs, path, seg_no, first, next_first, state, end, rel) -> byte
     while True:
         scanner = FrameScanner(fs, path, offset, lsn, end)
         for f in scanner:
-            if (seg_no, f.offset) in state.skips:  # checksummed but undecodable
-                out += _hole(f.base_lsn, f.base_lsn + f.nrecs - 1, rel, f.offset, "undecodable")
+            if (seg_no, f.offset) in state.undecodable:
+                out += _hole(f.base_lsn, f.base_lsn + f.nrecs - 1, rel, f.offset)
             else:
                 out += fs.read(path, f.offset, f.end - f.offset)
         stop = scanner.stop
@@ -210,15 +223,17 @@ def _salvaged_body(fs, path, seg_no, first, next_first, state, end, rel) -> byte
         to = state.skips[(seg_no, stop.offset)]
         if to is None:
             if next_first is not None and next_first > stop.lsn:
-                out += _hole(stop.lsn, next_first - 1, rel, stop.offset, "damaged")
+                out += _hole(stop.lsn, next_first - 1, rel, stop.offset)
             return bytes(out)
         if to[1] > stop.lsn:
-            out += _hole(stop.lsn, to[1] - 1, rel, stop.offset, "damaged")
+            out += _hole(stop.lsn, to[1] - 1, rel, stop.offset)
         offset, lsn = to
 
 
-def _hole(first: int, last: int, rel: str, offset: int, why: str) -> bytes:
-    return encode_hole(first, last, {"segment": rel, "offset": offset, "why": why})
+def _hole(first: int, last: int, rel: str, offset: int) -> bytes:
+    """A hole frame; its note depends only on where the lost bytes were, so a repair rerun
+    after a crash writes the same bytes (invariant 9)."""
+    return encode_hole(first, last, {"segment": rel, "offset": offset})
 
 
 def _quarantine_copy(fs, root: str, path: str, report: RepairReport) -> str | None:

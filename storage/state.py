@@ -61,6 +61,9 @@ class StoreState:
         self.damage: list[Lost] = []
         self.skips: dict[tuple[int, int], tuple[int, int] | None] = {}
         self.dead: set[int] = set()
+        self.gaps: dict[int, Lost] = {}  # segment -> LSNs missing right before it
+        # Frames whose checksum holds but whose records cannot be decoded: (seg_no, offset).
+        self.undecodable: set[tuple[int, int]] = set()
         # Checkpoints a repair found damaged (CKPT_DROP records): ckpt_id -> reason.
         self.dropped: dict[str, str] = {}
 

@@ -212,14 +212,15 @@ class Store:
     def _good_frames(self, from_lsn: int) -> Iterator[tuple]:
         """(frame, segment path) of each good frame holding an LSN >= from_lsn, up to last_lsn.
 
-        Steps over the damaged ranges a tolerant open found (`StoreState.skips`, `dead`) and
-        over hole frames; any other damage raises CorruptionError.
+        Steps over what a tolerant open found damaged (`StoreState.skips`, `dead`, `gaps`,
+        `undecodable`) and over hole frames; any other damage raises CorruptionError.
         """
         with self._mutex:
             st = self._state
             segs = list(self._manifest.segments)
             tail_seg, tail_off, last = st.tail_seg, st.tail_off, st.last_lsn
-            skips, dead = dict(st.skips), set(st.dead)
+            skips, dead, gaps = dict(st.skips), set(st.dead), set(st.gaps)
+            bad = set(st.undecodable)
             if last < from_lsn or not segs:
                 return
             entry = st.locate_entry(from_lsn)
@@ -236,9 +237,8 @@ class Store:
                 scanner = FrameScanner(self.fs, path, offset, lsn, limit)
                 try:
                     for f in scanner:
-                        # A checksummed frame that cannot be decoded is in `skips` too.
                         wanted = f.base_lsn + f.nrecs > from_lsn and not f.hole
-                        if wanted and (not skips or (seg_no, f.offset) not in skips):
+                        if wanted and (not bad or (seg_no, f.offset) not in bad):
                             yield f, path
                         if f.base_lsn + f.nrecs - 1 >= last:
                             return
@@ -257,7 +257,8 @@ class Store:
                 offset, lsn = to
             k += 1
             if k < len(segs):
-                if not skipped and lsn != segs[k][1]:  # the segment ends before its last LSN
+                # A segment that ends before the next one's first LSN is cut short.
+                if not skipped and lsn != segs[k][1] and segs[k][0] not in gaps:
                     raise corruption(path, stop.offset, lsn, "short")
                 lsn, offset = segs[k][1], HEADER_SIZE
 

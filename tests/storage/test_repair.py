@@ -91,17 +91,23 @@ def test_undecodable_frame_is_stepped_over_and_repaired():
     assert FRAME_RECORDS == 1  # the hole frame is type 2; records frames stay type 1
 
 
-def _damaged_copy() -> tuple[MemFS, list]:
+def _damaged_copy(scenario: str) -> tuple[MemFS, list]:
     fs = MemFS()
     s, ck = _store(fs)
     segs = s._manifest.segments
     assert len(segs) >= 3
     mid = f"/s/log/{segs[1][0]:08d}.seg"
-    frames = _frames(fs, mid, segs[1][1])
-    _flip(fs, mid, frames[1][0] + 30)
-    ref = s._state.ckpt_blobs[ck.ckpt_id][0][1][0]
-    _flip(fs, f"/s/{ref[1]}", ref[2] + 3)
-    _flip(fs, "/s/MANIFEST", 25)
+    if scenario == "frame, page and manifest flipped":
+        frames = _frames(fs, mid, segs[1][1])
+        _flip(fs, mid, frames[1][0] + 30)
+        ref = s._state.ckpt_blobs[ck.ckpt_id][0][1][0]
+        _flip(fs, f"/s/{ref[1]}", ref[2] + 3)
+        _flip(fs, "/s/MANIFEST", 25)
+    else:  # a segment and the MANIFEST deleted: a gap only the headers show
+        for path in (mid, "/s/MANIFEST"):
+            fs.remove(path)
+        fs.fsync_dir("/s/log")
+        fs.fsync_dir("/s")
     want = [tuple(r) for r in Store.open("/s", fs=fs, allow_damage=True).scan()]
     return fs, want
 
@@ -118,10 +124,11 @@ def _snapshot(fs) -> dict:
     }
 
 
-def test_crash_during_repair_then_repair_again_gives_the_same_store():
+@pytest.mark.parametrize("scenario", ["frame, page and manifest flipped", "segment lost"])
+def test_crash_during_repair_then_repair_again_gives_the_same_store(scenario):
     """Invariant 9: fail the repair at every write in turn, drop what was not synced, repair
     again: the result is the store an uninterrupted repair gives."""
-    fs, want = _damaged_copy()
+    fs, want = _damaged_copy(scenario)
     reference = fs.crash("keep")
     repair("/s", reference)
     expected = _snapshot(reference)
@@ -214,3 +221,25 @@ def test_check_reports_an_index_checkpoint_that_disagrees_with_the_log():
     assert [p.kind for p in Store.open("/s", fs=fs).check()] == ["index"]
     repair("/s", fs)
     assert Store.open("/s", fs=fs).check() == []
+
+
+def test_a_segment_lost_with_the_manifest_is_reported_and_crossed():
+    """MANIFEST and a middle segment both gone: the rebuilt segment list has a gap; its LSNs
+    are reported lost (never silently), readers cross it, repair leaves a hole for it."""
+    fs = MemFS()
+    s, _ = _store(fs)
+    segs = s._manifest.segments
+    everything = [tuple(r) for r in s.scan()]
+    gone = range(segs[1][1], segs[2][1])
+    fs.remove(f"/s/log/{segs[1][0]:08d}.seg")
+    fs.remove("/s/MANIFEST")
+    tolerant = Store.open("/s", fs=fs, allow_damage=True)
+    lost = [d for d in tolerant.damage() if d.kind == "lsn_gap"]
+    assert [(d.first_lsn, d.last_lsn) for d in lost] == [(gone[0], gone[-1])]
+    got = [tuple(r) for r in tolerant.scan()]
+    assert got == [r for r in everything if r[0] not in gone]
+    report = repair("/s", fs)
+    assert report.manifest_rebuilt and any(lo.kind == "lsn_gap" for lo, _ in report.lost)
+    again = Store.open("/s", fs=fs)
+    assert [tuple(r) for r in again.scan()] == got and again.check() == []
+    assert [(h.first_lsn, h.last_lsn) for h in again.holes()] == [(gone[0], gone[-1])]
