@@ -47,13 +47,21 @@ def unseal(magic: bytes, data: bytes, path: str, what: str):
         raise CorruptionError(
             f"{what} {path} is not a florql {what} (bad magic); {fix}", segment=path, offset=0
         )
-    if version > FORMAT_VERSION:
+    body = memoryview(data)[FILE_HEADER.size :]
+    intact = len(body) == length and mask_crc(crc(body)) == c
+    if version > FORMAT_VERSION and not _says_ours(body if intact else None):
         raise StoreError(
             f"the store at {path} uses format version {version}, newer than this florql "
             f"understands ({FORMAT_VERSION}); upgrade florql to open it"
         )
-    body = memoryview(data)[FILE_HEADER.size :]
-    if len(body) != length or mask_crc(crc(body)) != c:
+    if version > FORMAT_VERSION:  # the checksum does not cover the header: a flipped version
+        raise CorruptionError(
+            f"{what} {path} has a damaged header (version {version}, but its body is format "
+            f"{FORMAT_VERSION}); {fix}",
+            segment=path,
+            offset=0,
+        )
+    if not intact:
         raise CorruptionError(f"{what} {path} fails its checksum; {fix}", segment=path, offset=0)
     try:
         return msgpack.unpackb(body, raw=False, strict_map_key=False, use_list=True)
@@ -61,6 +69,18 @@ def unseal(magic: bytes, data: bytes, path: str, what: str):
         raise CorruptionError(
             f"{what} {path} cannot be decoded ({exc}); {fix}", segment=path, offset=0
         ) from None
+
+
+def _says_ours(body) -> bool:
+    """Whether an intact body declares a format this florql reads (the MANIFEST's `format`)."""
+    if body is None:
+        return False
+    try:
+        decoded = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException):
+        return False
+    fmt = decoded.get("format") if isinstance(decoded, dict) else None
+    return type(fmt) is int and fmt <= FORMAT_VERSION
 
 
 @dataclass

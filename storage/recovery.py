@@ -67,8 +67,8 @@ def load_index(fs, root: str, manifest: Manifest, problems: list | None = None) 
             raise ValueError("tail segment not in the manifest")
         return state
     except StoreError as exc:
-        if not isinstance(exc, CorruptionError):
-            raise
+        # A "newer" index of a store whose MANIFEST this florql reads is a damaged header:
+        # the index is derived, so it is redone either way.
         message = str(exc)
     except UNREADABLE as exc:
         message = f"index checkpoint {path} {os_phrase(exc)}; recovery redid the whole log"

@@ -6,7 +6,7 @@ Invariant 2 (whole record or absent) and invariant 3 (torn tail vs corruption).
 
 from __future__ import annotations
 
-from florql_storage import CorruptionError, Store, kinds
+from florql_storage import CorruptionError, Store, StoreError, kinds
 from florql_storage.fs import MemFS
 from florql_storage.repair import repair
 from hypothesis import HealthCheck, given, settings
@@ -117,3 +117,51 @@ def test_tolerant_open_and_repair_keep_exactly_the_intact_records(d):
     again = Store.open("/s", fs=fs)
     assert [tuple(r) for r in again.scan()] == got
     assert again.check() == []
+
+
+def _all_files(fs: MemFS, root: str) -> list[str]:
+    out = []
+    for d in ("", "log", "pages", "index"):
+        folder = f"{root}/{d}".rstrip("/")
+        out += [f"{folder}/{n}" for n in fs.listdir(folder) if not fs.isdir(f"{folder}/{n}")]
+    return sorted(p for p in out if not p.endswith("LOCK"))
+
+
+def _matrix_store():
+    from .test_damage_matrix import FS as BUILT
+    from .test_damage_matrix import META
+
+    return BUILT, META
+
+
+@settings(max_examples=40 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_any_damage_to_any_file_keeps_the_intact_part_and_repairs_clean(data):
+    """Random flips or a cut in any file of a store with checkpoints and an index checkpoint:
+    a tolerant open returns true records only, repair leaves a clean store that reads the
+    same (plus its CKPT_DROP records), and a second repair finds nothing."""
+    built, meta = _matrix_store()
+    fs = built.crash("keep")
+    path = data.draw(st.sampled_from(_all_files(fs, "/s")))
+    raw = bytearray(fs.read(path))
+    if data.draw(st.booleans()) and raw:
+        for _ in range(data.draw(st.integers(1, 3))):
+            raw[data.draw(st.integers(0, len(raw) - 1))] ^= data.draw(st.integers(1, 255))
+    else:
+        raw = raw[: data.draw(st.integers(0, max(0, len(raw) - 1)))]
+    fs.write_file(path, bytes(raw))
+    truth = {r[0]: r for r in meta["records"]}
+    try:
+        tolerant = Store.open("/s", fs=fs, allow_damage=True)
+    except StoreError as exc:
+        # The MANIFEST's version field lies outside its checksum: with the body damaged too
+        # it reads as a newer format, which is refused, never repaired over (FORMAT.md).
+        assert path.endswith("MANIFEST") and "newer" in str(exc)
+        return
+    got = [tuple(r) for r in tolerant.scan()]
+    assert all(truth[r[0]] == r for r in got) and got == sorted(got)
+    repair("/s", fs)
+    again = Store.open("/s", fs=fs)
+    assert [r for r in map(tuple, again.scan()) if r[1] != kinds.CKPT_DROP] == got
+    assert again.check() == []
+    assert not repair("/s", fs).found_damage
