@@ -79,3 +79,8 @@ class Lost(NamedTuple):
         if self.last_lsn == self.first_lsn:
             return f"LSN {self.first_lsn} ({where})"
         return f"LSN {self.first_lsn}-{self.last_lsn} ({where})"
+
+    @property
+    def empty(self) -> bool:
+        """Whether no LSN is lost (a damaged header over intact frames, a damaged MANIFEST)."""
+        return self.last_lsn is not None and self.last_lsn < self.first_lsn

@@ -41,6 +41,7 @@ from .check import cut_header, page_problem
 from .errors import UNREADABLE, CorruptionError, StoreError
 from .format import LOCK, QUARANTINE_DIR, RUNS_DIR, segment_name
 from .frame import encode_hole, pack_entries
+from .losses import runs_hit
 from .manifest import Manifest, read_manifest, write_manifest
 from .records import Lost
 from .recovery import recover
@@ -59,8 +60,8 @@ class DroppedCheckpoint:
 
 @dataclass
 class RepairReport:
-    """What a repair found and did. `lost` pairs each damaged range with the runs that were
-    recording then (they may miss records there)."""
+    """What a repair found and did. `lost` pairs each damaged range with what each run lost
+    there ("r1: seq 5-9 (5 records)", losses.py), or the runs recording then."""
 
     root: str
     lost: list[tuple[Lost, list[str]]] = field(default_factory=list)
@@ -79,7 +80,7 @@ class RepairReport:
         if self.manifest_rebuilt:
             out.append("rebuilt the MANIFEST from the log segments")
         for lost, runs in self.lost:
-            who = f"; runs recording then: {', '.join(runs)}" if runs else ""
+            who = f"; runs: {', '.join(runs)}" if runs else ""
             out.append(f"lost {lost.describe()}{who}")
         for d in self.dropped:
             out.append(
@@ -125,6 +126,9 @@ def repair(root: str, fs=None) -> RepairReport:
         lock.release()
     store = Store.open(root, create=False, fs=fs)
     try:
+        if any(not lost.empty for lost, _ in report.lost):
+            hit = dict(runs_hit(store, [lost for lost, _ in report.lost]))
+            report.lost = [(lost, _runs_text(hit.get(lost), runs)) for lost, runs in report.lost]
         _drop_damaged_checkpoints(store, report)
         lock = fs.lock(f"{root}/{LOCK}")
         try:
@@ -138,6 +142,14 @@ def repair(root: str, fs=None) -> RepairReport:
     finally:
         store.close()
     return report
+
+
+def _runs_text(hit: dict[str, str] | None, around: list[str]) -> list[str]:
+    """What each run lost in one range ("r1: seq 5-9 (5 records)"), from the seq gaps; the
+    runs recording then when no gap tells (a range holding no run's records)."""
+    if hit:
+        return [f"{rid}: {what}" for rid, what in sorted(hit.items())]
+    return around
 
 
 def _refuse_if_recording(fs, root: str) -> None:
