@@ -23,10 +23,13 @@ def check_main(args: Any) -> int:
         raise BadInputError(f"no store at {args.store}; pass --store DIR")
     if getattr(args, "repair", False):
         return _repair(args.store)
+    from florql_storage.losses import runs_hit
+
     store = Store.open(args.store, create=False, allow_damage=True)
     try:
         problems = store.check()
         holes = store.holes()
+        lost = runs_hit(store, store.damage()) if store.damage() else []
     finally:
         store.close()
     for p in problems:
@@ -35,6 +38,9 @@ def check_main(args: Any) -> int:
             file=sys.stderr,
         )
     _print_holes(holes)
+    for rng, hit in lost:
+        who = "; ".join(f"{rid}: {what}" for rid, what in sorted(hit.items()))
+        print(f"lost: {rng.describe()}" + (f"; runs: {who}" if who else ""), file=sys.stderr)
     if problems:
         print(
             f"florql: {len(problems)} problem(s) found in {args.store}; `florql check --repair` "

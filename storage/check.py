@@ -68,7 +68,7 @@ def cut_header(root: str, manifest, seg_no: int) -> Lost:
 
 
 def _damage_problem(lost) -> Problem:
-    message = f"{lost.segment}: {lost.describe()}"
+    message = f"{lost.reason}: {lost.span()} cannot be read"
     return Problem(lost.kind, lost.segment, lost.offset, lost.first_lsn, message)
 
 

@@ -71,14 +71,21 @@ class Lost(NamedTuple):
         >>> Lost(5, 9, "log/00000002.seg", 48, "fails its checksum").describe()
         'LSN 5-9 (log/00000002.seg at offset 48: fails its checksum)'
         """
-        where = f"{self.segment} at offset {self.offset}: {self.reason}"
+        return f"{self.span()} ({self.segment} at offset {self.offset}: {self.reason})"
+
+    def span(self) -> str:
+        """The lost LSNs in words.
+
+        >>> Lost(5, None, "s", 0, "x").span(), Lost(5, 4, "s", 0, "x").span()
+        ('LSN 5 to the end of the log', 'no records lost')
+        """
         if self.last_lsn is None:
-            return f"LSN {self.first_lsn} to the end of the log ({where})"
+            return f"LSN {self.first_lsn} to the end of the log"
         if self.last_lsn < self.first_lsn:
-            return f"no records lost ({where})"
+            return "no records lost"
         if self.last_lsn == self.first_lsn:
-            return f"LSN {self.first_lsn} ({where})"
-        return f"LSN {self.first_lsn}-{self.last_lsn} ({where})"
+            return f"LSN {self.first_lsn}"
+        return f"LSN {self.first_lsn}-{self.last_lsn}"
 
     @property
     def empty(self) -> bool:
