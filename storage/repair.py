@@ -38,16 +38,19 @@ from dataclasses import dataclass, field
 
 from . import kinds as K
 from .check import cut_header, page_problem
+from .committer import catch_up
 from .errors import UNREADABLE, CorruptionError, StoreError
 from .format import LOCK, QUARANTINE_DIR, RUNS_DIR, segment_name
 from .frame import encode_hole, pack_entries
 from .losses import runs_hit
 from .manifest import Manifest, read_manifest, write_manifest
+from .realfs import RealFS
 from .records import Lost
 from .recovery import recover
 from .salvage import manifest_from_segments
 from .segment import HEADER_SIZE, FrameScanner, encode_header
 from .state import StoreState
+from .store import Store, write_index
 
 
 @dataclass
@@ -98,30 +101,12 @@ def repair(root: str, fs=None) -> RepairReport:
     Raises StoreError if a run is still recording, CorruptionError if nothing of the log can be
     read. Safe to run on an intact store (it then only rewrites the index checkpoint).
     """
-    from .fs import RealFS
-    from .store import Store, write_index
-
     if fs is None:
         fs, root = RealFS(), posixpath.abspath(root)
     report = RepairReport(root)
     lock = fs.lock(f"{root}/{LOCK}")
     try:
-        _refuse_if_recording(fs, root)
-        manifest = _settle_manifest(fs, root, report)
-        _, state, torn = recover(fs, root, manifest, tolerate=True)
-        found = list(state.damage)
-        if torn is not None and torn[1] == 0:  # catch_up (step 5) rewrites the header
-            found.append(cut_header(root, manifest, torn[0]))
-        for lost in found:
-            report.lost.append((lost, state.runs_around(lost.first_lsn, lost.last_lsn)))
-        if state.gaps:  # such a segment starts where the log before it ends, with a hole
-            segments = [
-                [n, state.gaps[n].first_lsn if n in state.gaps else f] for n, f in manifest.segments
-            ]
-            manifest = Manifest(store_id=manifest.store_id, segments=segments, index=None)
-            write_manifest(fs, root, manifest)
-        for seg_no in _damaged_segments(state):
-            _repair_segment(fs, root, manifest, state, seg_no, torn, report)
+        _repair_log(fs, root, report)  # steps 1-3
     finally:
         lock.release()
     store = Store.open(root, create=False, fs=fs)
@@ -129,11 +114,9 @@ def repair(root: str, fs=None) -> RepairReport:
         if any(not lost.empty for lost, _ in report.lost):
             hit = dict(runs_hit(store, [lost for lost, _ in report.lost]))
             report.lost = [(lost, _runs_text(hit.get(lost), runs)) for lost, runs in report.lost]
-        _drop_damaged_checkpoints(store, report)
+        _drop_damaged_checkpoints(store, report)  # step 4
         lock = fs.lock(f"{root}/{LOCK}")
-        try:
-            from .committer import catch_up
-
+        try:  # step 5
             catch_up(store)
             write_index(store)
             report.index_rebuilt = True
@@ -142,6 +125,26 @@ def repair(root: str, fs=None) -> RepairReport:
     finally:
         store.close()
     return report
+
+
+def _repair_log(fs, root: str, report: RepairReport) -> None:
+    """Steps 1-3 (log lock held): MANIFEST without index, then each damaged segment."""
+    _refuse_if_recording(fs, root)
+    manifest = _settle_manifest(fs, root, report)
+    _, state, torn = recover(fs, root, manifest, tolerate=True)
+    found = list(state.damage)
+    if torn is not None and torn[1] == 0:  # catch_up (step 5) rewrites the header
+        found.append(cut_header(root, manifest, torn[0]))
+    for lost in found:
+        report.lost.append((lost, state.runs_around(lost.first_lsn, lost.last_lsn)))
+    if state.gaps:  # such a segment starts where the log before it ends, with a hole
+        segments = [
+            [n, state.gaps[n].first_lsn if n in state.gaps else f] for n, f in manifest.segments
+        ]
+        manifest = Manifest(store_id=manifest.store_id, segments=segments, index=None)
+        write_manifest(fs, root, manifest)
+    for seg_no in _damaged_segments(state):
+        _repair_segment(fs, root, manifest, state, seg_no, torn, report)
 
 
 def _runs_text(hit: dict[str, str] | None, around: list[str]) -> list[str]:
