@@ -14,11 +14,14 @@ __version__ = "0.1.0"
 __all__ = ["arg", "checkpointing", "connect", "log", "loop", "sql"]
 
 
-def connect(store: str | None = None) -> Any:
-    """Open a read-only SQL connection to a store (default `$FLORQL_STORE` or `./.florql`)."""
+def connect(store: str | None = None, **options: Any) -> Any:
+    """Open a read-only SQL connection to a store (default `$FLORQL_STORE` or `./.florql`).
+
+    Options (keyword-only): replay, workers, tolerance, allow_damage (see README: Querying,
+    Damage)."""
     from florql.sql.connection import connect as _connect
 
-    return _connect(store)
+    return _connect(store, **options)
 
 
 def sql(query: str) -> Any:

@@ -1,4 +1,4 @@
-"""Handlers of `florql record`, `florql runs` and `florql check` (flags: florql/cli.py).
+"""Handlers of `florql record` and `florql runs` (flags: florql/cli.py; `check`: check_command.py).
 
 `main` runs a script under a recording session like `python SCRIPT ARGS`, then prints one summary
 line to stderr; its exit code is the script's. Bad input (missing or non-Python script, malformed
@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from florql.errors import BadInputError, CorruptionError
+from florql.errors import BadInputError
 from florql.session import RUN_RESUME, VALUE, NullSession, Session, install
 
 
@@ -244,33 +244,3 @@ def _cell(v: Any) -> str:
     if isinstance(v, dict):
         return json.dumps(v)
     return "" if v is None else str(v)
-
-
-def check_main(args: Any) -> int:
-    """`florql check`: verify every record and page; exit 1 when anything is damaged."""
-    from florql_storage import Store
-
-    if not os.path.isdir(args.store):
-        raise BadInputError(f"no store at {args.store}; pass --store DIR")
-    try:
-        store = Store.open(args.store, create=False)
-    except CorruptionError as e:  # recovery stops at the first damage: report that one
-        print(
-            f"corruption: segment {e.segment} offset {e.offset} lsn {e.lsn}: {e}", file=sys.stderr
-        )
-        print(f"florql: {args.store} is damaged and cannot be opened", file=sys.stderr)
-        return 1
-    try:
-        problems = store.check()
-    finally:
-        store.close()
-    for p in problems:
-        print(
-            f"{p.kind}: segment {p.segment} offset {p.offset} lsn {p.lsn}: {p.message}",
-            file=sys.stderr,
-        )
-    if problems:
-        print(f"florql: {len(problems)} problem(s) found in {args.store}", file=sys.stderr)
-        return 1
-    print(f"florql: {args.store} is clean", file=sys.stderr)
-    return 0

@@ -18,7 +18,7 @@ from .segment import HEADER_SIZE, encode_header
 
 # Kinds whose bodies the state keeps: fold in their stored (msgpack round-tripped) form, so the
 # state after a commit equals the state recovery would rebuild.
-_KEPT = frozenset({K.RUN_BEGIN, K.RUN_END, K.RUN_RESUME, K.CKPT_END})
+_KEPT = frozenset({K.RUN_BEGIN, K.RUN_END, K.RUN_RESUME, K.CKPT_END, K.CKPT_DROP})
 
 
 def commit(store, packed: list) -> int:
@@ -61,14 +61,23 @@ def commit(store, packed: list) -> int:
 
 
 def catch_up(store) -> None:
-    """Redo frames others appended; cut a torn tail (we hold the log lock, so nobody is writing)."""
+    """Redo frames others appended; cut a torn tail (we hold the log lock, so nobody is writing).
+
+    A last segment cut below its header (offset 0) gets its header back: the MANIFEST says
+    what it was (number, store id, first LSN), and it held no frame. Rewriting it is
+    idempotent, so a crash meanwhile leaves the same situation for the next writer.
+    """
     manifest = read_manifest(store.fs, store.root)
     torn = redo(store.fs, store.root, manifest, store._state)
     store._manifest = manifest
     if torn is not None:
         seg_no, offset = torn
         path = f"{store.root}/{segment_name(seg_no)}"
-        store.fs.truncate(path, offset)
+        if offset == 0:
+            first_lsn = dict(manifest.segments)[seg_no]
+            store.fs.write_file(path, encode_header(seg_no, manifest.store_id, first_lsn))
+        else:
+            store.fs.truncate(path, offset)
         store.fs.fsync(path)
 
 

@@ -76,3 +76,32 @@ class EditError(ReplayError):
     changes); the message names file and line and how to rewrite it. Nothing ran."""
 
     exit_code = 2
+
+
+# File-system errors that mean "this file is gone or not ours to read": a store file in such a
+# state is damage (reported with its path, stepped over by a tolerant open, quarantined by a
+# repair). Other OSErrors (EIO, ENOSPC, an injected fault) propagate: a transient failure must
+# never get good data quarantined.
+UNREADABLE = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def os_phrase(exc: OSError) -> str:
+    """What an OSError says about a file, as a verb phrase.
+
+    >>> os_phrase(FileNotFoundError(2, "No such file")), os_phrase(PermissionError(13, "Denied"))
+    ('is missing', 'cannot be read (Denied)')
+    """
+    if isinstance(exc, FileNotFoundError):
+        return "is missing"
+    return f"cannot be read ({exc.strerror or exc})"
+
+
+def unreadable(path: str, exc: OSError, what: str) -> CorruptionError:
+    """The one-sentence error for a store file that is missing or cannot be read."""
+    fix = "fix its permissions" if isinstance(exc, PermissionError) else "restore it from a backup"
+    return CorruptionError(
+        f"{what} {path} {os_phrase(exc)}; {fix}, or run `florql check --repair` to keep what "
+        "is intact",
+        segment=path,
+        offset=0,
+    )

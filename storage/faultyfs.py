@@ -61,7 +61,9 @@ class FaultyFS(FileSystem):
 
     `count_reads=False` counts only operations that change something, which is what crash loops
     over a workload step through; `True` also counts reads (to crash during recovery).
-    `ops` is how many operations have run so far.
+    `ops` is how many operations have run so far. Paths in `unreadable` fail every read with
+    PermissionError, as a file with mode 000 does for a user other than root (tests run as
+    root, where chmod cannot make a file unreadable).
     """
 
     def __init__(
@@ -72,6 +74,11 @@ class FaultyFS(FileSystem):
         self.count_reads = count_reads
         self.ops = 0
         self.failed = False
+        self.unreadable: set[str] = set()
+
+    def _readable(self, path: str) -> None:
+        if self.base._norm(path) in {self.base._norm(p) for p in self.unreadable}:
+            raise PermissionError(errno.EACCES, "Permission denied", path)
 
     def _tick(self, name: str) -> bool:
         if self.failed:
@@ -117,10 +124,12 @@ class FaultyFS(FileSystem):
 
     def read(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
         self._op("read")
+        self._readable(path)
         return self.base.read(path, offset, length)
 
     def read_into(self, path: str, offset: int, buf: memoryview) -> int:
         self._op("read_into")
+        self._readable(path)
         return self.base.read_into(path, offset, buf)
 
     def write_file(self, path: str, data) -> None:
@@ -145,10 +154,21 @@ class FaultyFS(FileSystem):
     def rename(self, src: str, dst: str) -> None:
         self._op("rename")
         self.base.rename(src, dst)
+        # The mode travels with the file; the name it leaves is free for a readable file.
+        marked = {self.base._norm(p) for p in self.unreadable}
+        self.unreadable.discard(dst)
+        if self.base._norm(src) in marked:
+            self.unreadable = {
+                p for p in self.unreadable if self.base._norm(p) != self.base._norm(src)
+            }
+            self.unreadable.add(dst)
 
     def remove(self, path: str) -> None:
         self._op("remove")
         self.base.remove(path)
+        self.unreadable = {
+            p for p in self.unreadable if self.base._norm(p) != self.base._norm(path)
+        }
 
     def truncate(self, path: str, size: int) -> None:
         self._op("truncate")

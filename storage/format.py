@@ -21,6 +21,7 @@ LOG_DIR = "log"
 PAGES_DIR = "pages"
 INDEX_DIR = "index"
 RUNS_DIR = "runs"
+QUARANTINE_DIR = "quarantine"
 
 SEGMENT_MAGIC = b"FLQLSEG\0"
 MANIFEST_MAGIC = b"FLQLMAN\0"
@@ -37,6 +38,8 @@ FILE_HEADER = struct.Struct("<8sIIII")
 PAGE_HEADER = struct.Struct("<4sB3xIIII16x")
 
 FRAME_RECORDS = 1
+# A hole: `count` LSNs whose records were lost to damage and cut out by `florql check --repair`.
+FRAME_HOLE = 2
 FLAG_LZ4 = 1
 
 CODEC_RAW = 0

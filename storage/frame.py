@@ -24,6 +24,7 @@ from .format import (
     COMPRESS_MIN_BYTES,
     FLAG_LZ4,
     FRAME_HEADER,
+    FRAME_HOLE,
     FRAME_RECORDS,
     crc,
     mask_crc,
@@ -89,6 +90,7 @@ class Frame(NamedTuple):
     flags: int
     payload: memoryview | None
     group_lsn: int = 0  # first LSN of the flush that wrote this frame
+    hole: bool = False  # a FRAME_HOLE: its LSNs were lost to damage; it holds no records
 
 
 def parse_frame(buf, pos: int, limit: int) -> Frame:
@@ -101,11 +103,36 @@ def parse_frame(buf, pos: int, limit: int) -> Frame:
         return Frame("short", pos, end, base_lsn, count, flags, None)
     view = memoryview(buf)
     c = crc(view[pos + HEADER_SIZE : end], crc(view[pos + 4 : pos + HEADER_SIZE]))
-    if mask_crc(c) != masked or ftype != FRAME_RECORDS or count == 0 or group >= base_lsn:
+    if (
+        mask_crc(c) != masked
+        or ftype not in (FRAME_RECORDS, FRAME_HOLE)
+        or count == 0
+        or group >= base_lsn
+    ):
         return Frame("bad", pos, end, base_lsn, count, flags, None)
+    payload = view[pos + HEADER_SIZE : end]
     return Frame(
-        "ok", pos, end, base_lsn, count, flags, view[pos + HEADER_SIZE : end], base_lsn - group
+        "ok", pos, end, base_lsn, count, flags, payload, base_lsn - group, ftype == FRAME_HOLE
     )
+
+
+def encode_hole(first_lsn: int, last_lsn: int, note: dict) -> bytes:
+    """A hole frame standing for LSNs first_lsn..last_lsn, lost to damage (see FORMAT.md).
+
+    It keeps LSNs dense (invariant 1) where a repair cut damaged bytes out; `note` (msgpack)
+    says where the bytes went. A hole is its own flush (group 0).
+
+    >>> f = parse_frame(encode_hole(5, 9, {"q": "x"}), 0, 10**6)
+    >>> f.status, f.hole, f.base_lsn, f.nrecs
+    ('ok', True, 5, 5)
+    """
+    payload = msgpack.packb(note, use_bin_type=True)
+    header = bytearray(
+        FRAME_HEADER.pack(0, len(payload), FRAME_HOLE, 0, 0, first_lsn, last_lsn - first_lsn + 1, 0)
+    )
+    c = crc(payload, crc(memoryview(header)[4:]))
+    header[0:4] = mask_crc(c).to_bytes(4, "little")
+    return bytes(header) + payload
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ REPLAY_BEGIN = 9
 REPLAY_END = 10
 CKPT_BEGIN = 16
 CKPT_END = 17
+CKPT_DROP = 18  # written by `florql check --repair`: a checkpoint whose pages are damaged
 
 NAMES = {
     RUN_BEGIN: "RUN_BEGIN",
@@ -34,7 +35,8 @@ NAMES = {
     REPLAY_END: "REPLAY_END",
     CKPT_BEGIN: "CKPT_BEGIN",
     CKPT_END: "CKPT_END",
+    CKPT_DROP: "CKPT_DROP",
 }
 
 # Kinds written only by the storage layer itself; LogWriter.append refuses them.
-INTERNAL = frozenset({CKPT_BEGIN, CKPT_END})
+INTERNAL = frozenset({CKPT_BEGIN, CKPT_END, CKPT_DROP})

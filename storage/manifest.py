@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from .errors import CorruptionError, StoreError
+from .errors import UNREADABLE, CorruptionError, StoreError, unreadable
 from .format import (
     FILE_HEADER,
     FORMAT_VERSION,
@@ -37,7 +37,7 @@ def seal(magic: bytes, body) -> bytes:
 
 def unseal(magic: bytes, data: bytes, path: str, what: str):
     """The body of a sealed file; StoreError for a newer format, CorruptionError if damaged."""
-    fix = "run `florql check`; restore the store from a backup if it reports damage"
+    fix = "run `florql check --repair` to rebuild it from the log segments"
     if len(data) < FILE_HEADER.size:
         raise CorruptionError(
             f"{what} {path} is truncated ({len(data)} bytes); {fix}", segment=path, offset=0
@@ -47,13 +47,21 @@ def unseal(magic: bytes, data: bytes, path: str, what: str):
         raise CorruptionError(
             f"{what} {path} is not a florql {what} (bad magic); {fix}", segment=path, offset=0
         )
-    if version > FORMAT_VERSION:
+    body = memoryview(data)[FILE_HEADER.size :]
+    intact = len(body) == length and mask_crc(crc(body)) == c
+    if version > FORMAT_VERSION and not _says_ours(body if intact else None):
         raise StoreError(
             f"the store at {path} uses format version {version}, newer than this florql "
             f"understands ({FORMAT_VERSION}); upgrade florql to open it"
         )
-    body = memoryview(data)[FILE_HEADER.size :]
-    if len(body) != length or mask_crc(crc(body)) != c:
+    if version > FORMAT_VERSION:  # the checksum does not cover the header: a flipped version
+        raise CorruptionError(
+            f"{what} {path} has a damaged header (version {version}, but its body is format "
+            f"{FORMAT_VERSION}); {fix}",
+            segment=path,
+            offset=0,
+        )
+    if not intact:
         raise CorruptionError(f"{what} {path} fails its checksum; {fix}", segment=path, offset=0)
     try:
         return msgpack.unpackb(body, raw=False, strict_map_key=False, use_list=True)
@@ -61,6 +69,18 @@ def unseal(magic: bytes, data: bytes, path: str, what: str):
         raise CorruptionError(
             f"{what} {path} cannot be decoded ({exc}); {fix}", segment=path, offset=0
         ) from None
+
+
+def _says_ours(body) -> bool:
+    """Whether an intact body declares a format this florql reads (the MANIFEST's `format`)."""
+    if body is None:
+        return False
+    try:
+        decoded = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException):
+        return False
+    fmt = decoded.get("format") if isinstance(decoded, dict) else None
+    return type(fmt) is int and fmt <= FORMAT_VERSION
 
 
 @dataclass
@@ -76,7 +96,11 @@ class Manifest:
 def read_manifest(fs, root: str) -> Manifest:
     """Read and validate `root`/MANIFEST."""
     path = f"{root}/{MANIFEST}"
-    body = unseal(MANIFEST_MAGIC, fs.read(path), path, "manifest")
+    try:
+        data = fs.read(path)
+    except UNREADABLE as exc:
+        raise unreadable(path, exc, "manifest") from None
+    body = unseal(MANIFEST_MAGIC, data, path, "manifest")
     try:
         m = Manifest(
             store_id=bytes(body["store_id"]), segments=list(body["segments"]), index=body["index"]

@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 import lz4.block
 import numpy as np
 
-from .errors import BadInputError, CorruptionError
+from .errors import UNREADABLE, BadInputError, CorruptionError
 from .format import CODEC_LZ4, CODEC_RAW, PAGE_HEADER, PAGE_MAGIC, PAGES_DIR, crc, mask_crc
 
 SAMPLE_BYTES = 16 << 10
@@ -243,14 +243,14 @@ def read_page_into(fs, root: str, ref, out: memoryview) -> None:
             if ok:
                 out[:raw_len] = lz4.block.decompress(data, uncompressed_size=raw_len)
                 ok = page_key(raw_len, crc(out[:raw_len])) == key
-    except FileNotFoundError:
+    except UNREADABLE:  # missing or unreadable: this page cannot be restored
         ok = False
     except lz4.block.LZ4BlockError:
         ok = False
     if not ok:
         raise CorruptionError(
             f"checkpoint page in {path} at offset {offset} is missing or fails its checksum; "
-            "run `florql check` and use an earlier checkpoint",
+            "`florql check --repair` drops its checkpoint (replay plans around it by itself)",
             segment=path,
             offset=offset,
         )

@@ -153,15 +153,18 @@ def valid_frame_after(
         return None
     lsn_at = 12  # byte offset of base_lsn inside a frame header
     lo, hi = next_lsn, next_lsn + (1 << 32)
+    candidates = []
     for shift in range(8):
         start = lsn_at + shift
         count = (n - start) // 8
         if count <= 0:
             continue
         vals = np.frombuffer(data, dtype="<u8", count=count, offset=start)
-        for idx in np.nonzero((vals >= lo) & (vals < hi))[0]:
-            p = start + int(idx) * 8 - lsn_at
-            f = parse_frame(data, p, n)
-            if f.status == "ok" and (not later_flush or f.group_lsn > next_lsn):
-                return f._replace(offset=offset + 1 + p, end=offset + 1 + f.end)
+        hits = np.nonzero((vals >= lo) & (vals < hi))[0]
+        candidates.extend((start + hits * 8 - lsn_at).tolist())
+    # Nearest first: a resynchronising reader must lose no good frame after the damage.
+    for p in sorted(candidates):
+        f = parse_frame(data, p, n)
+        if f.status == "ok" and (not later_flush or f.group_lsn > next_lsn):
+            return f._replace(offset=offset + 1 + p, end=offset + 1 + f.end)
     return None

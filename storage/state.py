@@ -18,7 +18,7 @@ import bisect
 from . import kinds
 from .format import SPARSE_INDEX_STEP
 from .pages import add_to_catalog
-from .records import CheckpointInfo
+from .records import CheckpointInfo, Lost
 
 # Kinds whose body is a list starting with run_id; every other kind says run_id in a dict.
 _LIST_BODY_KINDS = frozenset({kinds.VALUE, kinds.LOOP, kinds.LOOP_END})
@@ -52,6 +52,20 @@ class StoreState:
         self.ckpts: list[CheckpointInfo] = []
         self.ckpt_blobs: dict[str, list] = {}  # ckpt_id -> [[raw_len, [page_ref, ...]], ...]
         self.pages: dict[int, list] = {}  # page key -> [page_ref, ...] (pages.add_to_catalog)
+        # Damage: `holes` are repaired (hole frames in the log, kept in index checkpoints);
+        # `damage` is unrepaired, found only by a tolerant redo (`Store.open(allow_damage=True)`),
+        # which also leaves readers a way around it: `skips` maps (seg_no, offset of the damaged
+        # bytes) to (offset, LSN) of the next good frame, or None for "the rest of the segment";
+        # `dead` holds segments that cannot be read at all.
+        self.holes: list[Lost] = []
+        self.damage: list[Lost] = []
+        self.skips: dict[tuple[int, int], tuple[int, int] | None] = {}
+        self.dead: set[int] = set()
+        self.gaps: dict[int, Lost] = {}  # segment -> LSNs missing right before it
+        # Frames whose checksum holds but whose records cannot be decoded: (seg_no, offset).
+        self.undecodable: set[tuple[int, int]] = set()
+        # Checkpoints a repair found damaged (CKPT_DROP records): ckpt_id -> reason.
+        self.dropped: dict[str, str] = {}
 
     def note_frame(self, seg_no: int, offset: int, end: int, base_lsn: int, count: int) -> None:
         """Record that a good frame [offset, end) of `seg_no` holds LSNs base_lsn.."""
@@ -85,6 +99,9 @@ class StoreState:
         if kind == kinds.CKPT_END:
             # Listed even for a run without RUN_BEGIN: a checkpoint stands on its own.
             self._add_checkpoint(lsn, body)
+        elif kind == kinds.CKPT_DROP:
+            self._drop_checkpoint(body)
+            return
         run = self.runs.get(rid)
         if kind == kinds.RUN_BEGIN:
             if run is None:
@@ -128,6 +145,42 @@ class StoreState:
             for ref in refs:
                 add_to_catalog(self.pages, ref)
 
+    def _drop_checkpoint(self, body: dict) -> None:
+        """Forget a checkpoint a repair found damaged: it is no longer listed (nor its pages)."""
+        ckpt_id = body["ckpt_id"]
+        self.dropped[ckpt_id] = str(body.get("reason", ""))
+        if ckpt_id not in self.ckpt_blobs:
+            return
+        self.ckpts = [c for c in self.ckpts if c.ckpt_id != ckpt_id]
+        del self.ckpt_blobs[ckpt_id]
+        self.pages = {}
+        for blobs in self.ckpt_blobs.values():
+            for _raw_len, refs in blobs:
+                for ref in refs:
+                    add_to_catalog(self.pages, ref)
+
+    def note_hole(self, seg_path: str, offset: int, base_lsn: int, count: int) -> None:
+        """Record a hole frame (LSNs a repair found lost); `note_frame` still places it."""
+        last = base_lsn + count - 1
+        self.holes.append(Lost(base_lsn, last, seg_path, offset, "lost to damage, repaired"))
+
+    def note_lost(self, lost: Lost, skip_from: tuple[int, int], skip_to) -> None:
+        """Record unrepaired damage (tolerant redo) and how readers get past it."""
+        self.damage.append(lost)
+        self.skips[skip_from] = skip_to
+        if lost.last_lsn is not None and lost.last_lsn > self.last_lsn:
+            self.last_lsn = lost.last_lsn
+
+    def runs_around(self, first: int, last: int | None) -> list[str]:
+        """Runs whose records span LSNs first..last: they may have lost records there."""
+        end = float("inf") if last is None else last
+        # A run whose end record is not (or no longer) readable may have run on into the range.
+        return sorted(
+            rid
+            for rid, (begin, _m, run_end, run_last) in self.runs.items()
+            if begin <= end and (run_last >= first or run_end is None)
+        )
+
     def to_body(self) -> dict:
         """The state as a msgpack-able dict (an index checkpoint's body)."""
         return {
@@ -137,6 +190,8 @@ class StoreState:
             ],
             "runs": self.runs,
             "ckpts": [list(c) + [self.ckpt_blobs[c.ckpt_id]] for c in self.ckpts],
+            "holes": [list(h) for h in self.holes],
+            "dropped": self.dropped,
         }
 
     @classmethod
@@ -148,6 +203,9 @@ class StoreState:
             s.index_lsns.append(lsn)
             s.index_pos.append((seg, off))
         s.runs = {k: list(v) for k, v in body["runs"].items()}
+        # Index checkpoints older than holes and drops have neither key.
+        s.holes = [Lost(*h) for h in body.get("holes", [])]
+        s.dropped = dict(body.get("dropped", {}))
         for c in body["ckpts"]:
             blobs = c[7]
             info = CheckpointInfo(*c[:7])

@@ -21,7 +21,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 
-from .errors import BadInputError, CorruptionError, StoreError
+from .errors import UNREADABLE, BadInputError, CorruptionError, StoreError, unreadable
 from .format import (
     DEFAULT_INDEX_INTERVAL,
     DEFAULT_INDEX_RECORDS,
@@ -34,18 +34,20 @@ from .format import (
     MANIFEST,
     MANIFEST_TMP,
     PAGES_DIR,
+    QUARANTINE_DIR,
     RUNS_DIR,
     segment_name,
 )
 from .fs import FileSystem, RealFS
 from .manifest import Manifest, read_manifest, seal, write_manifest
-from .records import CheckpointInfo, Problem, Record, RunInfo
+from .records import CheckpointInfo, Lost, Problem, Record, RunInfo
 from .recovery import bodies_of, corruption, records_of, recover, redo
+from .salvage import manifest_from_segments
 from .segment import HEADER_SIZE, FrameScanner, encode_header
 from .state import StoreState, run_of
 from .writer import LogWriter, run_lock_path
 
-_OURS = {MANIFEST, MANIFEST_TMP, LOCK, LOG_DIR, PAGES_DIR, INDEX_DIR, RUNS_DIR}
+_OURS = {MANIFEST, MANIFEST_TMP, LOCK, LOG_DIR, PAGES_DIR, INDEX_DIR, RUNS_DIR, QUARANTINE_DIR}
 
 
 class Store:
@@ -65,6 +67,7 @@ class Store:
         self.index_interval = options.get("index_interval", DEFAULT_INDEX_INTERVAL)
         self.index_records = options.get("index_records", DEFAULT_INDEX_RECORDS)
         self.recovery_problems: list[Problem] = options.get("problems", [])
+        self.allow_damage = bool(options.get("allow_damage", False))
         self._seg_handle = None
         self._seg_handle_no = 0
 
@@ -81,12 +84,18 @@ class Store:
         page_bytes: int = DEFAULT_PAGE_BYTES,
         index_interval: int = DEFAULT_INDEX_INTERVAL,
         index_records: int = DEFAULT_INDEX_RECORDS,
+        allow_damage: bool = False,
     ) -> Store:
         """Open (running recovery) or create the store at `path`.
 
         Raises StoreError for a path that is a file, not a store, missing (with create=False),
         unwritable when it must be created, or of a newer format; CorruptionError if damaged.
         Opening an existing store writes nothing.
+
+        With `allow_damage`, a damaged store opens for reading: recovery redoes the whole log,
+        steps over damaged ranges (`damage()` lists them) and readers return every intact
+        record (recovery.py, invariant 8); a damaged MANIFEST is rebuilt in memory from the
+        segments. Such a store refuses writers until `florql check --repair` has run.
         """
         if fs is None:
             fs = RealFS()
@@ -95,14 +104,25 @@ class Store:
             root = posixpath.normpath(os.fspath(path))
         if segment_bytes < 4096 or page_bytes < 1:
             raise BadInputError("segment_bytes must be at least 4096 and page_bytes at least 1")
-        _check_path(fs, root, create)
-        if not fs.exists(f"{root}/{MANIFEST}"):
+        _check_path(fs, root, create, allow_damage)
+        if not fs.exists(f"{root}/{MANIFEST}") and not (allow_damage and _holds_data(fs, root)):
             _init_store(fs, root)
-        manifest = read_manifest(fs, root)
         _check_contents(fs, root)
         problems: list[Problem] = []
-        manifest, state, _torn = recover(fs, root, manifest, problems)
+        damaged_manifest = None
+        try:
+            manifest = read_manifest(fs, root)
+        except CorruptionError as exc:
+            if not allow_damage:
+                raise
+            manifest = manifest_from_segments(fs, root)
+            damaged_manifest = Lost(1, 0, exc.segment or MANIFEST, 0, f"{exc}".split(";")[0])
+            problems.append(Problem("manifest", exc.segment, 0, None, str(exc)))
+        manifest, state, _torn = recover(fs, root, manifest, problems, tolerate=allow_damage)
+        if damaged_manifest is not None:
+            state.damage.insert(0, damaged_manifest)
         options = {
+            "allow_damage": allow_damage,
             "segment_bytes": segment_bytes,
             "page_bytes": page_bytes,
             "index_interval": index_interval,
@@ -124,10 +144,35 @@ class Store:
         Reads only what is new; a torn tail (a write in progress) is left for a later refresh.
         """
         with self._mutex:
-            manifest = read_manifest(self.fs, self.root)
-            redo(self.fs, self.root, manifest, self._state)
+            try:
+                manifest = read_manifest(self.fs, self.root)
+            except CorruptionError:
+                if not self.allow_damage:
+                    raise
+                manifest = self._manifest  # the one rebuilt from the segments at open
+            redo(self.fs, self.root, manifest, self._state, tolerate=self.allow_damage)
             self._manifest = manifest
             return self._state.last_lsn
+
+    def damage(self) -> list[Lost]:
+        """Unrepaired damage a store opened with `allow_damage=True` stepped over ([] if none).
+
+        Each entry names the LSNs lost (possibly none, e.g. a damaged header whose frames
+        are intact) and where; `runs_around(lost)` names the runs recording then.
+        """
+        with self._mutex:
+            return list(self._state.damage)
+
+    def holes(self) -> list[Lost]:
+        """LSN ranges a repair cut out of the log (hole frames); they read as absent."""
+        with self._mutex:
+            return list(self._state.holes)
+
+    def runs_around(self, lost: Lost) -> list[str]:
+        """Runs that were recording when the records of `lost` were written (they may miss
+        some of their records there)."""
+        with self._mutex:
+            return self._state.runs_around(lost.first_lsn, lost.last_lsn)
 
     def scan(self, from_lsn: int = 1, kinds=None, run_id: str | None = None) -> Iterator[Record]:
         """Durable records with LSN >= from_lsn in LSN order, optionally filtered."""
@@ -165,32 +210,57 @@ class Store:
             yield base, kinds, bodies
 
     def _good_frames(self, from_lsn: int) -> Iterator[tuple]:
-        """(frame, segment path) of each good frame holding an LSN >= from_lsn, up to last_lsn."""
+        """(frame, segment path) of each good frame holding an LSN >= from_lsn, up to last_lsn.
+
+        Steps over what a tolerant open found damaged (`StoreState.skips`, `dead`, `gaps`,
+        `undecodable`) and over hole frames; any other damage raises CorruptionError.
+        """
         with self._mutex:
             st = self._state
             segs = list(self._manifest.segments)
             tail_seg, tail_off, last = st.tail_seg, st.tail_off, st.last_lsn
+            skips, dead, gaps = dict(st.skips), set(st.dead), set(st.gaps)
+            bad = set(st.undecodable)
             if last < from_lsn or not segs:
                 return
             entry = st.locate_entry(from_lsn)
-            lsn, seg_no, offset = entry if entry is not None else (1, segs[0][0], HEADER_SIZE)
+            lsn, seg_no, offset = entry if entry is not None else (segs[0][1], segs[0][0], 0)
         nos = [s for s, _ in segs]
         k = nos.index(seg_no)
+        offset = offset or HEADER_SIZE
         while k < len(segs) and nos[k] <= tail_seg:
             seg_no = nos[k]
             path = f"{self.root}/{segment_name(seg_no)}"
             limit = tail_off if seg_no == tail_seg else None
-            scanner = FrameScanner(self.fs, path, offset, lsn, limit)
-            for f in scanner:
-                if f.base_lsn + f.nrecs <= from_lsn:
-                    continue
-                yield f, path
-                if f.base_lsn + f.nrecs - 1 >= last:
-                    return
-            if scanner.stop.reason != "end":
-                raise corruption(path, scanner.stop.offset, scanner.stop.lsn, scanner.stop.reason)
-            lsn = scanner.next_lsn
-            k, offset = k + 1, HEADER_SIZE
+            skipped = seg_no in dead
+            while not skipped:
+                scanner = FrameScanner(self.fs, path, offset, lsn, limit)
+                try:
+                    for f in scanner:
+                        wanted = f.base_lsn + f.nrecs > from_lsn and not f.hole
+                        if wanted and (not bad or (seg_no, f.offset) not in bad):
+                            yield f, path
+                        if f.base_lsn + f.nrecs - 1 >= last:
+                            return
+                except UNREADABLE as exc:
+                    raise unreadable(path, exc, "log segment") from None
+                stop = scanner.stop
+                if stop.reason == "end":
+                    lsn = scanner.next_lsn
+                    break
+                if (seg_no, stop.offset) not in skips:
+                    raise corruption(path, stop.offset, stop.lsn, stop.reason)
+                to = skips[(seg_no, stop.offset)]
+                if to is None:
+                    skipped = True
+                    break
+                offset, lsn = to
+            k += 1
+            if k < len(segs):
+                # A segment that ends before the next one's first LSN is cut short.
+                if not skipped and lsn != segs[k][1] and segs[k][0] not in gaps:
+                    raise corruption(path, stop.offset, lsn, "short")
+                lsn, offset = segs[k][1], HEADER_SIZE
 
     def runs(self) -> dict[str, RunInfo]:
         """Every run, with status derived now: running, finished, failed or crashed."""
@@ -255,6 +325,29 @@ class Store:
         ]
         return info.meta, views
 
+    def verify_checkpoint(self, ckpt) -> Problem | None:
+        """The first thing wrong with a checkpoint's pages (data or header), or None.
+
+        Reads every page of it (what `load_checkpoint` would read, without keeping it), so a
+        planner can choose another checkpoint before a replay stops on this one.
+        """
+        from .check import page_problem
+
+        ckpt_id = ckpt if isinstance(ckpt, str) else ckpt.ckpt_id
+        with self._mutex:
+            blobs = self._state.ckpt_blobs.get(ckpt_id)
+            info = next((c for c in self._state.ckpts if c.ckpt_id == ckpt_id), None)
+        if blobs is None or info is None:
+            raise BadInputError(
+                f"checkpoint {ckpt_id!r} is not in the store; list them with store.checkpoints()"
+            )
+        for _raw_len, refs in blobs:
+            for ref in refs:
+                problem = page_problem(self.fs, self.root, ref, info)
+                if problem is not None:
+                    return problem
+        return None
+
     def records_after(self, run_id: str, lsn: int, kinds=None) -> Iterator[Record]:
         """Records of `run_id` with LSN > lsn, in LSN order."""
         return self.scan(from_lsn=lsn + 1, kinds=kinds, run_id=run_id)
@@ -269,7 +362,13 @@ class Store:
     # ---- writing ----------------------------------------------------------------------------
 
     def writer(self) -> LogWriter:
-        """A new LogWriter on this store. StoreError if the store folder is not writable."""
+        """A new LogWriter on this store. StoreError if the store folder is not writable, or
+        it was opened with damage (appending must wait for `florql check --repair`)."""
+        if self._state.damage:
+            raise StoreError(
+                f"the store at {self.root} is damaged ({self._state.damage[0].describe()}); "
+                "run `florql check --repair` before writing to it"
+            )
         if not self.fs.writable(self.root) or not self.fs.writable(f"{self.root}/{LOG_DIR}"):
             raise StoreError(
                 f"the store at {self.root} is read-only; fix its permissions or record into another --store"
@@ -315,7 +414,7 @@ def write_failed(root: str, exc: OSError) -> StoreError:
     )
 
 
-def _check_path(fs: FileSystem, root: str, create: bool) -> None:
+def _check_path(fs: FileSystem, root: str, create: bool, allow_damage: bool = False) -> None:
     if fs.exists(root) and not fs.isdir(root):
         raise StoreError(
             f"the store path {root} is a file, not a folder; pass a folder path (e.g. ./.florql)"
@@ -343,9 +442,11 @@ def _check_path(fs: FileSystem, root: str, create: bool) -> None:
             "choose an empty folder or a new path for --store"
         )
     if _holds_data(fs, root):
+        if allow_damage:
+            return  # the MANIFEST is rebuilt from the segments in memory
         raise CorruptionError(
-            f"the store at {root} has log data but no MANIFEST; restore the MANIFEST from a backup "
-            "(florql will not overwrite the data)",
+            f"the store at {root} has log data but no MANIFEST; run `florql check --repair` to "
+            "rebuild it from the log segments (florql will not overwrite the data)",
             segment=f"{root}/{MANIFEST}",
         )
     if not create:

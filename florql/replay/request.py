@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from florql.errors import BadInputError, ReplayError
-from florql.replay import executor, history, planner
+from florql.replay import executor, fallback, history, planner
 from florql.replay.splicer import Splice, splice
 from florql.replay.syntax import free_names, logged_names
 
@@ -195,9 +195,9 @@ def prepare(
                 f"stored replayed values of {', '.join(sorted(r.names & run_names))} in run {rid} "
                 f"diverged from the recording when they were replayed ({r.replay_id})"
             )
-    p = planner.plan_runs(wants, selection.admits, nworkers, verify)
+    p, damaged = fallback.plan_around_damage(store, wants, selection.admits, nworkers, verify)
     p.warm = executor.warm_server_running()
-    warnings += p.warnings
+    warnings += damaged + p.warnings
     jobs = {rid: job for rid, job in jobs.items() if any(r.run_id == rid for r in p.runs)}
     return HindsightPlan(
         store.path if hasattr(store, "path") else "",

@@ -24,6 +24,7 @@ def query_main(args: Any) -> int:
         persist=True,
         tolerance=args.tolerance,
         verify=args.verify,
+        allow_damage=getattr(args, "allow_damage", False),
     )
     try:
         table = con.sql(args.sql).arrow()

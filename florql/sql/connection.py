@@ -104,6 +104,7 @@ class Connection:
         persist: bool = False,
         tolerance: float | None = None,
         verify: int = 0,
+        allow_damage: bool = False,
     ) -> None:
         from florql.cli import default_store
 
@@ -118,6 +119,8 @@ class Connection:
             tolerance  # of replay's fidelity check (None: $FLORQL_REPLAY_TOLERANCE or 0)
         )
         self.verify = verify  # iterations per run replay re-executes in full to check itself
+        # Answer from the intact part of a damaged store, warning once (README: Damage).
+        self.allow_damage = allow_damage
         self._store: Any = None
         self._duck_con: duckdb.DuckDBPyConnection | None = None
         self._cache: Cache | None = None
@@ -128,7 +131,9 @@ class Connection:
     def _open_cache(self) -> None:
         store = self._open_store()
         con, state = None, None
-        if self.persist:
+        # A tolerant read of a damaged store is never saved: a later plain query must not
+        # answer from it without the warning.
+        if self.persist and not self.allow_damage:
             from florql.sql import persist
 
             store_id = persist.store_id_of(store)
@@ -176,7 +181,11 @@ class Connection:
                     f"no florql store at {self.store_path}; record a run first "
                     "(`florql record train.py`) or pass --store / set FLORQL_STORE"
                 )
-            self._store = _store_class().open(self.store_path, create=False)
+            self._store = _store_class().open(
+                self.store_path, create=False, allow_damage=self.allow_damage
+            )
+            if self.allow_damage:
+                _warn_damage(self._store)
         return self._store
 
     def refresh(self) -> int:
@@ -269,11 +278,35 @@ def connect(
     workers: int | None = None,
     tolerance: float | None = None,
     verify: int = 0,
+    allow_damage: bool = False,
 ) -> Connection:
     """Open a read-only connection to `store` (default `$FLORQL_STORE` or `./.florql`);
     `tolerance` is that of replay's fidelity check (default: exact); `verify`: iterations per
-    run a replay re-executes in full afterwards to check what it stored."""
-    return Connection(store, replay=replay, workers=workers, tolerance=tolerance, verify=verify)
+    run a replay re-executes in full afterwards to check what it stored; `allow_damage`
+    answers from the intact part of a damaged store, with a warning on stderr naming what is
+    lost."""
+    return Connection(
+        store,
+        replay=replay,
+        workers=workers,
+        tolerance=tolerance,
+        verify=verify,
+        allow_damage=allow_damage,
+    )
+
+
+def _warn_damage(store: Any) -> None:
+    """One warning on stderr per damaged range a tolerant open stepped over."""
+    import sys
+
+    for lost in store.damage():
+        runs = store.runs_around(lost)
+        who = f" (runs recording then: {', '.join(runs)})" if runs else ""
+        print(
+            f"florql: warning: the store is damaged, answers leave out {lost.describe()}{who}; "
+            "run `florql check --repair`",
+            file=sys.stderr,
+        )
 
 
 _default: Connection | None = None

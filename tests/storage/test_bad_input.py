@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import stat
 
+import msgpack
 import pytest
 from florql_storage import BadInputError, CorruptionError, Store, StoreError, kinds
 from florql_storage.format import FILE_HEADER, MANIFEST
 from florql_storage.fs import MemFS, RealFS
+from florql_storage.manifest import seal
 
 from .conftest import value
 
@@ -59,7 +61,9 @@ def test_missing_path_without_create(fscase):
 def test_store_from_a_newer_format_version(fscase):
     _store_with_data(fscase)
     path = fscase.path(MANIFEST)
-    data = bytearray(fscase.fs.read(path))
+    # A newer florql writes its version in the header and its format in the body.
+    body = msgpack.unpackb(fscase.fs.read(path)[FILE_HEADER.size :], raw=False)
+    data = bytearray(seal(b"FLQLMAN\0", {**body, "format": 99}))
     FILE_HEADER.pack_into(data, 0, b"FLQLMAN\0", 99, *FILE_HEADER.unpack_from(data)[2:])
     fscase.fs.write_file(path, bytes(data))
     before = snapshot(fscase.fs, fscase.root)
@@ -67,6 +71,18 @@ def test_store_from_a_newer_format_version(fscase):
         fscase.open()
     assert not isinstance(err.value, CorruptionError) and "upgrade florql" in str(err.value)
     assert snapshot(fscase.fs, fscase.root) == before
+
+
+def test_a_flipped_version_byte_is_damage_not_a_newer_format(fscase):
+    """The checksum covers the body only; a body that says format 1 under a header that says
+    99 is a damaged header, which `--repair` can rebuild (a newer store is never repaired)."""
+    _store_with_data(fscase)
+    path = fscase.path(MANIFEST)
+    data = bytearray(fscase.fs.read(path))
+    FILE_HEADER.pack_into(data, 0, b"FLQLMAN\0", 99, *FILE_HEADER.unpack_from(data)[2:])
+    fscase.fs.write_file(path, bytes(data))
+    with pytest.raises(CorruptionError, match="damaged header"):
+        fscase.open()
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garble", "empty"])
