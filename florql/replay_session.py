@@ -25,7 +25,7 @@ from typing import Any
 from florql.errors import BadInputError
 from florql.runner import StopScript
 from florql.session import RUN_RESUME, VALUE, Session, _Loop
-from florql.values import SCALARS, to_loggable
+from florql.values import to_loggable
 
 ACTIONS = ("skip_inner", "silent_tail", "execute")
 
@@ -168,7 +168,7 @@ class ReplaySession(Session):
     # --- logging -----------------------------------------------------------------------------
 
     def log(self, name: str, value: Any) -> Any:
-        v = value if type(value) in SCALARS else to_loggable(name, value)
+        v = to_loggable(name, value)
         if not self._keeps():
             return value
         if name in self.new_names:
