@@ -189,10 +189,13 @@ class Checkpointer:
         return (meta, blobs, snap)
 
     def _unwritable(self) -> bool:
-        """Whether checkpoints must be skipped now: off, or the store refuses writes."""
-        if self.disabled is not None or self.session.flusher.troubled:
+        """Whether checkpoints must be skipped now: off, or the store refuses writes (a
+        checkpoint is tried again once the flusher's retry is due: its write retries first)."""
+        if self.disabled is not None:
             return True
-        return time.monotonic() < self._retry_at
+        flusher = self.session.flusher
+        now = time.monotonic()
+        return (flusher.troubled and not flusher.retry_due(now)) or now < self._retry_at
 
     def disable(self, reason: str) -> None:
         """No more checkpoints in this run (queued ones are dropped unwritten)."""

@@ -259,6 +259,10 @@ class Flusher:
 
     # --- trouble ------------------------------------------------------------------------------
 
+    def retry_due(self, now: float | None = None) -> bool:
+        """Whether the backoff after the last refused flush has passed."""
+        return (time.monotonic() if now is None else now) >= self._next_try
+
     def failed(self, exc: BaseException) -> None:
         """Sort a failed write: storage trouble is retried later; anything else ends the run."""
         if not storage_trouble(exc):
