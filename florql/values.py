@@ -94,6 +94,20 @@ def check_name(call: str, name: Any) -> None:
         )
 
 
+def is_name(name: Any) -> bool:
+    """Whether `check_name` accepts `name` (the SQL layer skips stored names it refuses:
+    stores written before names were checked may hold some).
+
+    >>> is_name("loss"), is_name(""), is_name(3)
+    (True, False, False)
+    """
+    try:
+        check_name("", name)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def to_loggable(name: str, value: Any, call: str = "florql.log") -> Any:
     """Return `value` in its stored form, or raise naming `call` and `name` (module docstring).
 
