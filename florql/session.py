@@ -123,7 +123,7 @@ class NullSession:
             return cast_override(name, self.overrides[name], default)
         return default
 
-    def record_args(self, values: dict[str, Any]) -> None:
+    def record_args(self, values: dict[str, Any], strict: bool = True) -> None:
         pass
 
     def loop(self, name: str, iterable: Any) -> Any:
@@ -367,7 +367,7 @@ class Session:
         Idempotent, and never raises for storage trouble: a store that still refuses writes
         after `flusher.EXIT_PATIENCE` seconds of retries is said so on stderr (the run then
         reads as crashed, with everything flushed before kept). `keep=False` leaves no trace
-        of a run that has not begun (bad input found before anything was recorded).
+        of a run that recorded nothing yet (bad input at the script's first florql call).
         """
         if self._ended:
             return self._final_stats
@@ -384,8 +384,8 @@ class Session:
             self.checkpointer.close()
         self.flusher.stop()
         if self._abandoned is None:
-            if not keep and not self._begun:
-                self._buf.clear()
+            if not keep and not self._begun and not self._buf and not self.flusher.pending:
+                pass  # bad input before anything was recorded: the store stays as it was
             elif self.flusher.finish():
                 self._write_end(status, error)
             else:
@@ -564,13 +564,20 @@ class Session:
         self.args[name] = to_loggable(name, value, call="florql.arg")
         return value
 
-    def record_args(self, values: dict[str, Any]) -> None:
+    def record_args(self, values: dict[str, Any], strict: bool = True) -> None:
         """Record settings parsed elsewhere (argparse, `florql.args`) as the run's args.
 
         Values florql.log could not store (a Path, an open file) are recorded as their str().
+        A name that cannot be a column is a TypeError/BadValueError (`strict`, `florql.args`)
+        or skipped (argparse's own parse, which must never fail because of florql).
         """
         for name, value in values.items():
-            check_name("florql.args", name)
+            try:
+                check_name("florql.args", name)
+            except (TypeError, ValueError):
+                if strict:
+                    raise
+                continue
             self.parsed_args[name] = value if is_loggable(value) else _short_str(value)
         if not self._overrides_checked:
             self._overrides_checked = True

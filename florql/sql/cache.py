@@ -123,11 +123,7 @@ class Cache:
             "CREATE OR REPLACE TABLE _replays (replay_id VARCHAR, run_id VARCHAR, "
             "status VARCHAR, diverged BOOLEAN)"
         )
-        run(
-            "CREATE OR REPLACE TABLE _runs (run_id VARCHAR, script VARCHAR, status VARCHAR, "
-            "args JSON, started_at TIMESTAMP, ended_at TIMESTAMP, source_hash VARCHAR, "
-            'git VARCHAR, "values" BIGINT, checkpoints BIGINT, error VARCHAR)'
-        )
+        run(f"CREATE OR REPLACE TABLE _runs ({metadata.RUNS_SCHEMA})")
         run("CREATE OR REPLACE TABLE _args (run_id VARCHAR)")
         run(
             "CREATE OR REPLACE TABLE _checkpoints (ckpt_id VARCHAR, run_id VARCHAR, lsn BIGINT, "

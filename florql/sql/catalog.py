@@ -58,6 +58,13 @@ RUNS_COLUMNS = (
     "values",
     "checkpoints",
     "error",
+    "command",
+    "python",
+    "torch",
+    "host",
+    "rank",
+    "world_size",
+    "degraded",
 )
 CHECKPOINTS_HEAD = ("ckpt_id", "run_id")
 CHECKPOINTS_TAIL = ("phase", "ctx", "raw_bytes", "stored_bytes", "write_seconds", "lsn", "seq")
