@@ -56,7 +56,9 @@ from florql.values import check_name, is_loggable, to_loggable
 RUN_BEGIN, RUN_END, VALUE, LOOP, LOOP_END, RNG, STATE, RUN_RESUME = 1, 2, 3, 4, 5, 6, 7, 8
 
 FLUSH_SECONDS = 0.5
-LOG_SAMPLE = 64  # every 64th florql.log call is timed, for the overhead line (a sample is cheap)
+# Every 61st florql.log call is timed, for the overhead line (a sample is cheap). Prime, so a
+# script that alternates cheap and costly calls is sampled at every phase of its pattern.
+LOG_SAMPLE = 61
 _now = time.time
 _perf = time.perf_counter
 DEFAULT_STORE = ".florql"
@@ -291,14 +293,21 @@ class Session:
 
     def _check_text(self) -> None:
         """Refuse paths and arguments that the run's records cannot hold as text."""
-        checks = [("the working folder", self.cwd), ("the script path", self.script)]
-        checks += [("the store path", self.store_path), ("the command line", self.command)]
-        checks += [(f"script argument {i}", a) for i, a in enumerate(self.argv) if i]
-        for what, text in checks:
+        checks = [
+            ("the working folder", self.cwd, "run from a folder whose name is UTF-8"),
+            ("the script path", self.script, "rename the script or its folder"),
+            ("the store path", self.store_path, "choose a store folder whose path is UTF-8"),
+        ]
+        checks += [
+            (f"script argument {i}", a, "pass arguments that are UTF-8 text")
+            for i, a in enumerate(self.argv)
+            if i
+        ]
+        checks.append(("the command line", self.command, "pass arguments that are UTF-8 text"))
+        for what, text, fix in checks:
             if not _is_text(text):
                 raise BadInputError(
-                    f"{what} {text!r} is not valid UTF-8, which florql records as text; "
-                    "rename it (or run from a folder whose name is UTF-8)"
+                    f"{what} {text!r} is not valid UTF-8, which florql records as text: {fix}"
                 )
 
     def _begin_locked(self) -> None:
