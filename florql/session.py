@@ -606,8 +606,10 @@ class Session:
             self._warned_overrides.add(name)
 
     def unconsumed_overrides(self) -> list[str]:
-        """`--arg` names no florql.arg call took (and no warning has named already)."""
-        return sorted(set(self.overrides) - set(self.args) - self._warned_overrides)
+        """`--arg` names no florql.arg call took and no warning named already (on a resume,
+        which passes all recorded args back, names the script's argparse parsed are left out)."""
+        left = set(self.overrides) - set(self.args) - self._warned_overrides
+        return sorted(left - set(self.parsed_args) if self.resumed else left)
 
     def register(self, objects: dict[str, Any]) -> None:
         for name, obj in objects.items():
