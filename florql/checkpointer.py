@@ -244,10 +244,13 @@ class Checkpointer:
                 if self.disabled is not None:
                     continue
                 t0, c0 = time.perf_counter(), time.thread_time()
-                if not self.session.drain():  # records up to meta.seq must be durable first
-                    self.skipped += 1
-                    continue
-                info = self.session.writer.write_checkpoint(self.session.run_id, meta, blobs)
+                # Under the write lock: no value flush may interleave with the checkpoint's own
+                # (a failed one would take those values with it).
+                with self.session.write_lock:
+                    if not self.session.drain():  # records up to meta.seq must be durable first
+                        self.skipped += 1
+                        continue
+                    info = self.session.writer.write_checkpoint(self.session.run_id, meta, blobs)
                 cpu = time.thread_time() - c0
                 self.bg_seconds += time.perf_counter() - t0
                 self.bg_cpu_seconds += cpu

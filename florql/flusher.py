@@ -36,7 +36,8 @@ from typing import Any
 
 from florql.errors import BadInputError
 
-VALUE = 3  # florql_storage.kinds.VALUE (session.py repeats the kinds; no storage import here)
+# florql_storage.kinds (session.py repeats them too: importing florql needs no storage import)
+RUN_BEGIN, VALUE, RUN_RESUME = 1, 3, 8
 
 RETRY_FIRST = 0.5
 RETRY_MAX = 30.0
@@ -244,12 +245,13 @@ class Flusher:
         s = self.session
         store = s.store
         store.refresh()
-        if not s._begun and s.run_id in store.runs():
-            s._begun = True  # RUN_BEGIN was written whole; only its fsync failed
-        if self._mark is None or not self.pending:
+        if self._mark is None:
             return
         written = set()
         for r in store.scan(from_lsn=self._mark + 1, run_id=s.run_id):
+            if r.kind in (RUN_BEGIN, RUN_RESUME):
+                s._begun = True  # written whole; only its fsync failed: not again
+                continue
             seq = _seq_of(r.kind, r.body)
             if seq is not None:
                 written.add(seq)
@@ -269,6 +271,8 @@ class Flusher:
             self._fatal(exc)
             return
         self.failed_flushes += 1
+        if self._mark is None:  # the store's state learns nothing from a failed commit
+            self._mark = self.session.store.last_lsn
         self._next_try = time.monotonic() + self._backoff
         self._backoff = min(2 * self._backoff, RETRY_MAX)
         if self.troubled:

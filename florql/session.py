@@ -235,7 +235,9 @@ class Session:
         self._ended = False
         self._held: Any = None  # a checkpoint snapshotted at a closed inner loop (`inner_end`)
         self._failure: BaseException | None = None
-        self._drain_lock = threading.Lock()
+        # Held while records go to the writer and while a checkpoint is written, so that a
+        # failed checkpoint flush never takes queued values with it (flusher invariant 1).
+        self._drain_lock = threading.RLock()
         self._fs = fs
         self.flusher = Flusher(self, interval=FLUSH_SECONDS, capacity=buffer_capacity())
         self._abandoned: str | None = None  # why a florql bug stopped the recording
@@ -519,6 +521,11 @@ class Session:
         if self.muted or self._ended:
             return
         self._buf.append((kind, body_fn(next(self._counter))))
+
+    @property
+    def write_lock(self) -> threading.RLock:
+        """Held by the checkpoint writer around its flush and write (see `_drain_lock`)."""
+        return self._drain_lock
 
     def drain(self) -> bool:
         """Make every queued record durable (the checkpoint writer calls this before a

@@ -31,6 +31,7 @@ def make(writer, w):
         writer=writer,
         drain=lambda: drained.append(True) or True,  # True: the records are durable
         flusher=SimpleNamespace(troubled=False),
+        write_lock=threading.RLock(),
     )
     ck = Checkpointer(session, budget=1.0)
     ck.policy.every = 1  # every opportunity: this test is about backpressure, not the budget
