@@ -301,3 +301,22 @@ def test_plain_python_training_survives_checkpoints_the_disk_cannot_hold(tmp_pat
     assert run.status == "finished" and run.end["stats"]["degraded"]
     assert len(values) == 12 and run.end["stats"]["values"] == 12
     assert os.path.isdir(tmp_path / ".florql")
+
+
+def test_a_run_begin_written_whole_before_its_fsync_failed_is_not_written_twice(disk):
+    """Invariant 5, for the run's first record."""
+    fs, s, path = disk
+    fs.fsync_fails = True
+    florql.log("x", 0)
+    assert not s.drain()  # RUN_BEGIN and the value are in the file, their fsync failed
+    fs.fsync_fails = False
+    assert s.drain()
+    s.end()
+    st = Store.open(path, create=False)
+    try:
+        begins = [r for r in st.scan(kinds=[kinds.RUN_BEGIN])]
+        values = [r.body[3] for r in st.scan(kinds=[kinds.VALUE])]
+        status = st.runs()[s.run_id].status
+    finally:
+        st.close()
+    assert len(begins) == 1 and values == [0] and status == "finished"
