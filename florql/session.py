@@ -412,8 +412,9 @@ class Session:
             install(None)
         return self._final_stats
 
-    def _write_end(self, status: str, error: str | None) -> None:
-        body = {
+    def _end_body(self, status: str, error: str | None) -> dict[str, Any]:
+        """RUN_END's body (docs/INTERFACES.md §2)."""
+        return {
             "run_id": self.run_id,
             "status": status,
             "error": error,
@@ -422,8 +423,10 @@ class Session:
             "args": self.all_args(),
             "resumed": self.resumed,
         }
+
+    def _write_end(self, status: str, error: str | None) -> None:
         try:
-            self.writer.end_run(self.run_id, status, body)
+            self.writer.end_run(self.run_id, status, self._end_body(status, error))
         except Exception as e:  # noqa: BLE001 - the end of a run must not raise into exit
             print(
                 f"florql: error: could not write the end of run {self.run_id} ({e}); it will "
@@ -447,19 +450,7 @@ class Session:
         if self.checkpointer is not None:
             self.checkpointer.disable(reason)
         with contextlib.suppress(Exception):  # the store may be what failed; said already
-            self.writer.end_run(
-                self.run_id,
-                "failed",
-                {
-                    "run_id": self.run_id,
-                    "status": "failed",
-                    "error": reason,
-                    "ended_at": time.time(),
-                    "stats": self.stats(),
-                    "args": self.all_args(),
-                    "resumed": self.resumed,
-                },
-            )
+            self.writer.end_run(self.run_id, "failed", self._end_body("failed", reason))
 
     @property
     def degraded_reason(self) -> str | None:

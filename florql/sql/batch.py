@@ -63,7 +63,8 @@ class Batch:
         bad_ctx = bad_contexts.intersection(self.ctx_id) if bad_contexts else set()
         if bad == set() and not bad_ctx:
             return []
-        keep, dropped = [], {}
+        keep: list[bool] = []
+        dropped: dict[str, Any] = {}
         for body, name, ctx_id in zip(self.bodies, names, self.ctx_id, strict=True):
             good_name = name not in bad if bad is not None else is_name(name)
             keep.append(good_name and ctx_id not in bad_ctx)

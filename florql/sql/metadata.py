@@ -82,7 +82,7 @@ def rebuild_runs(con: duckdb.DuckDBPyConnection, runs: dict, values: Counter, ck
     infos = list(runs.values())
     metas = [r.meta or {} for r in infos]
     ends = [r.end or {} for r in infos]
-    stats = [e.get("stats") if isinstance(e.get("stats"), dict) else {} for e in ends]
+    stats: list[dict] = [e["stats"] if isinstance(e.get("stats"), dict) else {} for e in ends]
     table = columns.table(
         {
             "run_id": columns.string_column([r.run_id for r in infos]),
