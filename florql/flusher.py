@@ -147,7 +147,10 @@ class Flusher:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval) and self.failure is None:
             c0 = time.thread_time()
-            self.cycle()
+            try:
+                self.cycle()
+            except Exception as e:  # noqa: BLE001 - this thread never dies quietly
+                self.failed(e)
             self.cpu_seconds += time.thread_time() - c0
 
     def cycle(self) -> None:

@@ -77,8 +77,9 @@ def main(args: Any) -> int:
 
 
 def _refuse_flordb_kwargs(script_args: list[str], srcs: dict[str, str]) -> None:
-    """FlorDB's `--kwargs k=v` after the script: point to `--arg`, unless the script takes it."""
-    if "--kwargs" not in script_args or any("kwargs" in text for text in srcs.values()):
+    """FlorDB's `--kwargs k=v` after the script: point to `--arg`, unless the script's own
+    code names a `--kwargs` option."""
+    if "--kwargs" not in script_args or any("--kwargs" in text for text in srcs.values()):
         return
     i = script_args.index("--kwargs")
     given = " ".join(f"--arg {kv}" for kv in script_args[i + 1 :] if "=" in kv)

@@ -81,6 +81,8 @@ CLI_CASES = [
 
 GOOD = """
 import florql
+def settings(**kwargs):  # mentions kwargs, but takes no --kwargs option
+    return kwargs
 lr = florql.arg("lr", 0.1)
 epochs = florql.arg("epochs", 2)
 flag = florql.arg("flag", False)
