@@ -81,7 +81,7 @@ CLI_CASES = [
 
 GOOD = """
 import florql
-def settings(**kwargs):  # mentions kwargs, but takes no --kwargs option
+def settings(**kwargs):  # names kwargs, yet has no such command-line option
     return kwargs
 lr = florql.arg("lr", 0.1)
 epochs = florql.arg("epochs", 2)
