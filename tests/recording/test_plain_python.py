@@ -73,3 +73,29 @@ def test_a_store_that_cannot_be_created_under_plain_python_is_one_sentence_and_t
     assert r.returncode == 0 and r.stdout == "1\n"
     assert r.stderr.startswith("florql: error: this run is not recorded: ")
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_a_refused_value_under_plain_python_does_not_silence_the_rest_of_the_run(tmp_path):
+    r = python(
+        tmp_path,
+        """
+        import numpy as np, florql
+        for epoch in florql.loop("epoch", range(3)):
+            florql.log("x", epoch)
+            try:
+                florql.log("z", np.complex64(1 + 2j))  # refused at the call
+            except TypeError as e:
+                print(e)
+            florql.log("y", 10 * epoch)
+        """,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("florql.log('z', ...): cannot log a value of type complex64") == 3
+    st = Store.open(str(tmp_path / ".florql"), create=False)
+    try:
+        (run,) = st.runs().values()
+        values = [(rec.body[2], rec.body[3]) for rec in st.scan(kinds=[3])]
+    finally:
+        st.close()
+    assert values == [("x", 0), ("y", 0), ("x", 1), ("y", 10), ("x", 2), ("y", 20)]
+    assert run.status == "finished" and run.end["stats"]["values"] == 6
