@@ -19,6 +19,7 @@ True
 from __future__ import annotations
 
 import ast
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,3 +103,19 @@ def _arg_calls(tree: ast.AST) -> list[ast.Call]:
 
 def _is_florql(node: ast.expr) -> bool:
     return isinstance(node, ast.Name) and node.id == "florql"
+
+
+def unknown_override(name: str, known: set[str], parsed: dict[str, Any]) -> str:
+    """The warning for `--arg name=...` that no florql.arg in the script's code declares."""
+    if name in parsed:
+        return (
+            f"--arg {name} sets florql.arg values only, and the script reads {name} from its "
+            f"command line (argparse): pass --{name.replace('_', '-')} VALUE after the script"
+        )
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    hint = f"; did you mean --arg {close[0]}=...?" if close else ""
+    declared = ", ".join(sorted(known)) or "none"
+    return (
+        f"--arg {name} names no florql.arg of the script (it declares: {declared}); "
+        f"it will have no effect{hint}"
+    )

@@ -23,6 +23,8 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from florql.values import is_loggable, is_utf8
+
 
 def as_dict(values: Any) -> dict[str, Any]:
     """The settings of an argparse Namespace (or any object with attributes) or a mapping.
@@ -62,3 +64,17 @@ def patched(session: Any) -> Iterator[None]:
         yield
     finally:
         argparse.ArgumentParser.parse_known_args = original  # type: ignore[method-assign]
+
+
+def storable(value: Any) -> Any:
+    """`value` if florql.log could store it, else its str() (a Path, an open file), cut short.
+
+    >>> import pathlib
+    >>> storable(0.5), storable(pathlib.Path("runs/a"))
+    (0.5, 'runs/a')
+    """
+    if is_loggable(value):
+        return value
+    text = str(value)
+    text = text if is_utf8(text) else text.encode("utf-8", "backslashreplace").decode()
+    return text if len(text) <= 200 else text[:197] + "..."

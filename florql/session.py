@@ -47,10 +47,10 @@ import traceback
 from types import FrameType
 from typing import Any
 
-from florql import capture, scriptvars, sources
+from florql import capture, declared_args, parsed_args, scriptvars, sources
 from florql.errors import BadInputError, FlorqlError, RecordError
 from florql.flusher import Flusher, buffer_capacity
-from florql.values import check_name, is_loggable, to_loggable
+from florql.values import check_name, is_utf8, to_loggable
 
 # Record kinds (florql_storage.kinds; repeated so importing florql needs no storage import).
 RUN_BEGIN, RUN_END, VALUE, LOOP, LOOP_END, RNG, STATE, RUN_RESUME = 1, 2, 3, 4, 5, 6, 7, 8
@@ -307,7 +307,7 @@ class Session:
         ]
         checks.append(("the command line", self.command, "pass arguments that are UTF-8 text"))
         for what, text, fix in checks:
-            if not _is_text(text):
+            if not is_utf8(text):
                 raise BadInputError(
                     f"{what} {text!r} is not valid UTF-8, which florql records as text: {fix}"
                 )
@@ -585,7 +585,7 @@ class Session:
                 if strict:
                     raise
                 continue
-            self.parsed_args[name] = value if is_loggable(value) else _short_str(value)
+            self.parsed_args[name] = parsed_args.storable(value)
         if not self._overrides_checked:
             self._overrides_checked = True
             self.report_unknown_overrides()
@@ -597,10 +597,8 @@ class Session:
             return
         known = set(self.declared_args)
         for name in sorted(set(self.overrides) - known):
-            print(
-                f"florql: warning: {_unknown_override(name, known, self.parsed_args)}",
-                file=sys.stderr,
-            )
+            message = declared_args.unknown_override(name, known, self.parsed_args)
+            print(f"florql: warning: {message}", file=sys.stderr)
             self._warned_overrides.add(name)
 
     def unconsumed_overrides(self) -> list[str]:
@@ -808,21 +806,6 @@ def _torch_threads() -> int:
     return int(torch.get_num_threads()) if torch is not None else 1
 
 
-def _is_text(text: Any) -> bool:
-    """Whether `text` is a str UTF-8 can encode (paths from the OS may hold surrogates)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _short_str(value: Any) -> str:
-    text = str(value)
-    text = text if _is_text(text) else text.encode("utf-8", "backslashreplace").decode()
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
 def _distributed() -> dict[str, int]:
     """Rank and world size of a distributed job (torchrun sets RANK and WORLD_SIZE)."""
     out = {}
@@ -832,21 +815,3 @@ def _distributed() -> dict[str, int]:
         except ValueError:
             out[key] = default
     return out
-
-
-def _unknown_override(name: str, known: set[str], parsed: dict[str, Any]) -> str:
-    """The warning for `--arg name=...` that no florql.arg in the script's code declares."""
-    import difflib
-
-    if name in parsed:
-        return (
-            f"--arg {name} sets florql.arg values only, and the script reads {name} from its "
-            f"command line (argparse): pass --{name.replace('_', '-')} VALUE after the script"
-        )
-    close = difflib.get_close_matches(name, sorted(known), n=1)
-    hint = f"; did you mean --arg {close[0]}=...?" if close else ""
-    declared = ", ".join(sorted(known)) or "none"
-    return (
-        f"--arg {name} names no florql.arg of the script (it declares: {declared}); "
-        f"it will have no effect{hint}"
-    )

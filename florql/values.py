@@ -87,7 +87,7 @@ def check_name(call: str, name: Any) -> None:
         )
     if "\0" in name:
         raise BadValueError(f"{call}({name!r}): a name must not hold a NUL character")
-    if not _utf8(name):
+    if not is_utf8(name):
         raise BadValueError(
             f"{call}({name!r}): the name holds a lone surrogate, which UTF-8 cannot store; "
             "use valid Unicode text"
@@ -123,7 +123,7 @@ def to_loggable(name: str, value: Any, call: str = "florql.log") -> Any:
             return value
         raise _int_error(f"{call}({name!r}, ...)", value)
     if t is str:
-        if value.isascii() or _utf8(value):
+        if value.isascii() or is_utf8(value):
             return value
         raise _text_error(f"{call}({name!r}, ...)")
     converted = _convert(value, [0], 0)
@@ -150,7 +150,8 @@ def is_loggable(value: Any) -> bool:
     return True
 
 
-def _utf8(text: str) -> bool:
+def is_utf8(text: str) -> bool:
+    """Whether UTF-8 can encode `text` (strings from the OS may hold lone surrogates)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -197,7 +198,7 @@ def _convert(value: Any, budget: list[int], depth: int) -> Any:
     if t is int:
         return value if INT_MIN <= value <= INT_MAX else _Refused(lambda n: _int_error(n, value))
     if t is str:
-        return value if _utf8(value) else _Refused(_text_error)
+        return value if is_utf8(value) else _Refused(_text_error)
     if t in (list, tuple):
         out = []
         for v in value:
