@@ -221,7 +221,9 @@ class Session:
         self.parsed_args: dict[str, Any] = {}  # argparse namespaces and florql.args(...)
         self.declared_args = declared_args
         self._overrides_checked = False
-        self._warned_overrides: set[str] = set()
+        # --arg names already reported, or asked for by florql.arg (even when the value did not
+        # convert): the end of the run does not call them unused.
+        self._overrides_seen: set[str] = set()
         self.objects: dict[str, Any] = {}
         self.started_at = time.time()
         self.cwd = os.getcwd()
@@ -563,6 +565,7 @@ class Session:
             self.report_unknown_overrides()
         if name in self.args:
             return self.args[name]
+        self._overrides_seen.add(name)
         value = (
             cast_override(name, self.overrides[name], default)
             if name in self.overrides
@@ -599,12 +602,12 @@ class Session:
         for name in sorted(set(self.overrides) - known):
             message = declared_args.unknown_override(name, known, self.parsed_args)
             print(f"florql: warning: {message}", file=sys.stderr)
-            self._warned_overrides.add(name)
+            self._overrides_seen.add(name)
 
     def unconsumed_overrides(self) -> list[str]:
         """`--arg` names no florql.arg call took and no warning named already (on a resume,
         which passes all recorded args back, names the script's argparse parsed are left out)."""
-        left = set(self.overrides) - set(self.args) - self._warned_overrides
+        left = set(self.overrides) - set(self.args) - self._overrides_seen
         return sorted(left - set(self.parsed_args) if self.resumed else left)
 
     def register(self, objects: dict[str, Any]) -> None:

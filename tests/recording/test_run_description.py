@@ -160,3 +160,23 @@ def test_the_overhead_counts_the_time_florql_log_takes_in_the_training_thread(tm
     logged = stats["overhead_parts"]["log"] * stats["wall_seconds"]
     assert 0.5 * spent <= logged <= 1.5 * spent
     assert stats["overhead"] >= stats["overhead_parts"]["log"]
+
+
+def test_an_arg_that_does_not_convert_at_the_call_is_one_error_and_no_unused_warning(tmp_path):
+    script = write(
+        tmp_path,
+        """
+        import florql
+        for e in florql.loop("epoch", range(1)):
+            florql.log("x", e)
+        NAME = "epochs"
+        n = florql.arg(NAME, 3)  # a name the code does not spell: checked at the call
+        """,
+    )
+    r = florql_cli("record", "--store", str(tmp_path / "st"), "--arg", "epochs=two", str(script))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines()[-1] == (
+        "florql: error: --arg epochs=two: cannot convert to int (the default is 3) "
+        "(train.py line 6)"
+    )
+    assert "never called" not in r.stderr and "failed: 1 values" in r.stderr
