@@ -1,7 +1,7 @@
 """florql: hindsight logging for PyTorch training.
 
-The training-script API (`log`, `arg`, `args`, `loop`, `checkpointing`) and the query API (`connect`,
-`sql`). Importing florql does not import torch: the query path starts fast.
+The training-script API (`log`, `arg`, `args`, `loop`, `checkpointing`) and the query API
+(`connect`, `sql`). Importing florql does not import torch: the query path starts fast.
 """
 
 from __future__ import annotations
