@@ -150,15 +150,17 @@ def test_the_overhead_counts_the_time_florql_log_takes_in_the_training_thread(tm
     script.write_text("\n")
     s = session.Session(str(tmp_path / "st"), script=str(script), argv=["t.py"])
     s.start()
-    big = list(range(4000))  # converting it costs florql.log about a millisecond
+    big = list(range(1000))  # converting it costs florql.log a few hundred microseconds
     t0 = time.perf_counter()
-    for i in range(300):
+    for i in range(3000):
         s.log("big", big)
         s.log("i", i)  # alternating cheap and costly calls: sampled at both phases
     spent = time.perf_counter() - t0
     stats = s.end()
     logged = stats["overhead_parts"]["log"] * stats["wall_seconds"]
-    assert 0.5 * spent <= logged <= 1.5 * spent
+    # An estimate from ~100 timed calls, on a shared machine: the bounds are loose, the point
+    # is that logging is counted at all (it was not) and at about its real cost.
+    assert 0.4 * spent <= logged <= 2.5 * spent
     assert stats["overhead"] >= stats["overhead_parts"]["log"]
 
 
