@@ -19,6 +19,8 @@ from florql_storage.fs import RealFS
 
 import florql
 from florql import checkpointer, flusher, session
+from florql.record_command import run_rows
+from florql.sql.connection import Connection
 from tests.recording.recutil import child_env
 
 
@@ -120,6 +122,17 @@ def test_values_logged_while_the_disk_is_full_are_kept_and_written_once_it_has_r
         err.count("refuses writes") == 1 and err.count("note: the store accepts writes again") == 1
     )
     assert "Traceback" not in err
+    # ... and `runs` says so, in the SQL view and in `florql runs`
+    con = Connection(path, replay=False)
+    try:
+        assert con.sql("SELECT degraded FROM runs").fetchall() == [(True,)]
+    finally:
+        con.close()
+    st = Store.open(path, create=False)
+    try:
+        assert [row["degraded"] for row in run_rows(st)] == ["yes"]
+    finally:
+        st.close()
 
 
 def test_a_frame_written_whole_before_its_fsync_failed_is_not_written_twice(disk):
