@@ -97,7 +97,8 @@ def _summary(stderr: str) -> dict:
 
 
 def log_cost(n: int) -> dict:
-    """ns per florql.log call inside a florql.loop, vs list.append of a tuple."""
+    """ns per florql.log call inside a florql.loop (a float; also an int and a str, whose
+    range and UTF-8 checks run at the call), vs list.append of a tuple."""
     import florql
     from florql import session
 
@@ -105,13 +106,16 @@ def log_cost(n: int) -> dict:
         s = session.Session(f"{d}/st", script=str(EXAMPLE), argv=["bench"])
         s.start()
         session.install(s)
+        bests = {}
         try:
-            best = float("inf")
-            for _ in florql.loop("rep", range(5)):
-                t = time.perf_counter()
-                for _i in range(n):
-                    florql.log("loss", 0.5)
-                best = min(best, (time.perf_counter() - t) / n)
+            for kind, value in (("log_ns", 0.5), ("log_int_ns", 12345), ("log_str_ns", "adam")):
+                best = float("inf")
+                for _ in florql.loop("rep", range(5)):
+                    t = time.perf_counter()
+                    for _i in range(n):
+                        florql.log("loss", value)
+                    best = min(best, (time.perf_counter() - t) / n)
+                bests[kind] = best * 1e9
         finally:
             s.end()
     lst: list = []
@@ -122,7 +126,7 @@ def log_cost(n: int) -> dict:
         for i in range(n):
             lst.append(("loss", 0.5, i))
         base = min(base, (time.perf_counter() - t) / n)
-    return {"log_ns": best * 1e9, "append_ns": base * 1e9}
+    return {**bests, "append_ns": base * 1e9}
 
 
 def checkpoint_costs(params_m: float) -> dict:
@@ -208,6 +212,8 @@ def main() -> int:
     lc = log_cost(20_000 if a.quick else 200_000)
     print("florql.log per call (inside florql.loop), best of 5")
     print(f"  {'florql.log':<28}{lc['log_ns']:8.0f} ns")
+    print(f"  {'florql.log (int)':<28}{lc['log_int_ns']:8.0f} ns")
+    print(f"  {'florql.log (str)':<28}{lc['log_str_ns']:8.0f} ns")
     print(f"  {'list.append(tuple) baseline':<28}{lc['append_ns']:8.0f} ns")
 
     ck = checkpoint_costs(2.0 if a.quick else 25.0)

@@ -1,17 +1,17 @@
 """florql: hindsight logging for PyTorch training.
 
-The training-script API (`log`, `arg`, `loop`, `checkpointing`) and the query API (`connect`,
-`sql`). Importing florql does not import torch: the query path starts fast.
+The training-script API (`log`, `arg`, `args`, `loop`, `checkpointing`) and the query API
+(`connect`, `sql`). Importing florql does not import torch: the query path starts fast.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from florql.api import arg, checkpointing, log, loop
+from florql.api import arg, args, checkpointing, log, loop
 
 __version__ = "0.1.0"
-__all__ = ["arg", "checkpointing", "connect", "log", "loop", "sql"]
+__all__ = ["arg", "args", "checkpointing", "connect", "log", "loop", "sql"]
 
 
 def connect(store: str | None = None, **options: Any) -> Any:

@@ -1,4 +1,4 @@
-"""The training-script API: `log`, `arg`, `loop`, `checkpointing` (DESIGN.md §3).
+"""The training-script API: `log`, `arg`, `args`, `loop`, `checkpointing` (DESIGN.md §3).
 
 Each call goes to the current session (`florql.session`); the first call starts one when none
 is running (plain `python train.py` records too, into `$FLORQL_STORE` or `./.florql`). Importing
@@ -40,6 +40,22 @@ def arg(name: str, default: T) -> T:
     The override is cast to the type of `default` (bools from true/false/1/0).
     """
     return _session.current().arg(name, default)
+
+
+def args(values: T) -> T:
+    """Record settings as the run's args and return `values` unchanged.
+
+    `values` is an argparse Namespace (e.g. `florql.args(parser.parse_args())`) or a dict. Under
+    `florql record` argparse namespaces are recorded without this call; under plain `python`
+    it is how they get in. They show in `runs.args` and as `logs` columns like `florql.arg`
+    values (a value florql.log could not store is recorded as its str()).
+
+    Raises TypeError for anything else, and for names that are not str.
+    """
+    from florql.parsed_args import as_dict
+
+    _session.current().record_args(as_dict(values))
+    return values
 
 
 def loop(name: str, iterable: Iterable[T]) -> Iterator[T]:

@@ -30,6 +30,13 @@ is skipped (the last one waits instead).
 
 `FLORQL_CKPT_EVERY=k` replaces the budget by a fixed schedule: every k-th outer iteration (and
 the last), waiting for the writer rather than skipping (tests, and users who want a guarantee).
+
+Storage trouble never reaches the training thread (florql/flusher.py, invariant 2): while the
+store refuses writes (the flusher cannot make the records before a checkpoint durable, or a
+checkpoint write fails with an OSError) checkpoints are skipped and counted, the run is marked
+degraded, and a failed write is retried no sooner than `RETRY_FIRST` seconds later (doubling up
+to `RETRY_MAX`). A checkpoint write that fails for another reason (a florql bug) turns
+checkpoints off for the rest of the run, said once on stderr; values are still recorded.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import time
 from typing import Any
 
 from florql import capture, loopstate
+from florql.flusher import RETRY_FIRST, RETRY_MAX, reason_of, storage_trouble
 
 POOL = 2
 DEFAULT_MEMORY = 2 << 30
@@ -111,9 +119,13 @@ class Checkpointer:
         self._pool_size = 0
         self._jobs: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self.disabled: str | None = None  # why checkpoints are off for the rest of the run
+        self.degraded_reason: str | None = None
+        self._retry_at = 0.0  # monotonic time before which a failed write is not retried
+        self._backoff = RETRY_FIRST
         self.count = 0
         self.skipped = 0
+        self.failed = 0  # writes that failed (storage trouble or a bug)
         self.raw_bytes = 0
         self.stored_bytes = 0
         self.fg_seconds = 0.0
@@ -147,8 +159,9 @@ class Checkpointer:
         """Maybe snapshot the state now, without writing it yet: the job to `commit` (write) or
         `discard` once the caller knows whether the state is one to keep (None: no
         checkpoint now)."""
-        if self._error is not None:
-            raise self._error
+        if self._unwritable():
+            self.skipped += 1
+            return None
         if not self.policy.should(iteration, is_last):
             return None
         snap = self._snapshot_buffer(wait=is_last or bool(self.policy.every))
@@ -175,6 +188,19 @@ class Checkpointer:
         self.policy.taken(stall)
         self._maybe_shrink_pool(snap.nbytes)
         return (meta, blobs, snap)
+
+    def _unwritable(self) -> bool:
+        """Whether checkpoints must be skipped now: off, or the store refuses writes (a
+        checkpoint is tried again once the flusher's retry is due: its write retries first)."""
+        if self.disabled is not None:
+            return True
+        flusher = self.session.flusher
+        now = time.monotonic()
+        return (flusher.troubled and not flusher.retry_due(now)) or now < self._retry_at
+
+    def disable(self, reason: str) -> None:
+        """No more checkpoints in this run (queued ones are dropped unwritten)."""
+        self.disabled = reason
 
     def commit(self, job: tuple) -> None:
         """Queue a held snapshot for the background writer."""
@@ -216,9 +242,16 @@ class Checkpointer:
                 return
             meta, blobs, snap = job
             try:
+                if self.disabled is not None:
+                    continue
                 t0, c0 = time.perf_counter(), time.thread_time()
-                self.session.drain(flush=True)  # records up to meta.seq become durable first
-                info = self.session.writer.write_checkpoint(self.session.run_id, meta, blobs)
+                # Under the write lock: no value flush may interleave with the checkpoint's own
+                # (a failed one would take those values with it).
+                with self.session.write_lock:
+                    if not self.session.drain():  # records up to meta.seq must be durable first
+                        self.skipped += 1
+                        continue
+                    info = self.session.writer.write_checkpoint(self.session.run_id, meta, blobs)
                 cpu = time.thread_time() - c0
                 self.bg_seconds += time.perf_counter() - t0
                 self.bg_cpu_seconds += cpu
@@ -227,11 +260,34 @@ class Checkpointer:
                 self.raw_bytes += info.raw_bytes
                 self.stored_bytes += info.stored_bytes
                 self.infos.append(info)
-            except BaseException as e:  # surfaced in the training thread at the next offer
-                self._error = e
-                print(f"florql: warning: checkpoint write failed: {e}", file=sys.stderr)
+                self._backoff = RETRY_FIRST
+            except Exception as e:  # noqa: BLE001 - never into the training thread
+                self._write_failed(e)
             finally:
                 self._free.put(snap)
+
+    def _write_failed(self, exc: BaseException) -> None:
+        self.failed += 1
+        reason = reason_of(exc)
+        if storage_trouble(exc):
+            self._retry_at = time.monotonic() + self._backoff
+            self._backoff = min(2 * self._backoff, RETRY_MAX)
+            if self.degraded_reason is None:
+                self.degraded_reason = f"a checkpoint write failed ({reason})"
+                print(
+                    f"florql: warning: a checkpoint of run {self.session.run_id} could not be "
+                    f"written ({reason}); training goes on, checkpoints are skipped until the "
+                    "store takes writes again",
+                    file=sys.stderr,
+                )
+            return
+        self.disable(f"a checkpoint write failed: {reason}")
+        self.degraded_reason = self.degraded_reason or self.disabled
+        print(
+            f"florql: error: {self.disabled}; no more checkpoints in run {self.session.run_id} "
+            "(values are still recorded; please report this as a florql bug)",
+            file=sys.stderr,
+        )
 
     def close(self) -> None:
         """Wait until every queued checkpoint is written."""

@@ -2,7 +2,11 @@
 
 `main` runs a script under a recording session like `python SCRIPT ARGS`, then prints one summary
 line to stderr; its exit code is the script's. Bad input (missing or non-Python script, malformed
-`--arg`, a value that cannot be logged, an unwritable store) is one clear line and exit 2.
+`--arg`, a value that cannot be logged, an unwritable store) is one clear line and exit 2: `--arg`
+values are checked against the script's literal defaults before it runs, and a bad name or value
+given to florql.log/arg/loop/args ends the script with one line (no traceback); a run that had
+recorded nothing yet leaves no trace in the store. While the script runs, argparse namespaces
+are recorded as the run's args (`florql.parsed_args`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import sys
 import time
 from typing import Any
 
-from florql.errors import BadInputError
+from florql import declared_args, sources
+from florql.errors import BadInputError, CorruptionError
 from florql.session import RUN_RESUME, VALUE, NullSession, Session, install
 
 
@@ -45,6 +50,10 @@ def main(args: Any) -> int:
     script = os.path.abspath(args.script)
     runner.compile_check(script)
     overrides = parse_overrides(args.arg)
+    srcs = sources.collect(script)
+    _refuse_flordb_kwargs(args.script_args, srcs)
+    declared = declared_args.scan(srcs)
+    declared_args.check_overrides(overrides, declared)
     if args.overhead is not None and not 0 < args.overhead <= 1:
         raise BadInputError(f"--overhead {args.overhead} must be a fraction in (0, 1], e.g. 0.02")
     argv = [args.script, *args.script_args]
@@ -61,33 +70,54 @@ def main(args: Any) -> int:
         overrides=overrides,
         overhead=args.overhead,
         command=" ".join(["florql", "record", *sys.argv[2:]]) if len(sys.argv) > 1 else None,
+        declared_args=declared.names,
     )
     session.start()
     return _run_recorded(session, script, argv)
 
 
+def _refuse_flordb_kwargs(script_args: list[str], srcs: dict[str, str]) -> None:
+    """FlorDB's `--kwargs k=v` after the script: point to `--arg`, unless the script's own
+    code names a `--kwargs` option."""
+    if "--kwargs" not in script_args or any("--kwargs" in text for text in srcs.values()):
+        return
+    i = script_args.index("--kwargs")
+    given = " ".join(f"--arg {kv}" for kv in script_args[i + 1 :] if "=" in kv)
+    raise BadInputError(
+        "--kwargs is FlorDB's way to set args; florql takes them before the script: "
+        f"florql record {given or '--arg NAME=VALUE'} SCRIPT"
+    )
+
+
 def _run_recorded(session: Session, script: str, argv: list[str]) -> int:
-    from florql import runner
+    from florql import parsed_args, runner
 
     install(session)
     try:
-        outcome = runner.run_script(script, argv)
+        with parsed_args.patched(session):
+            outcome = runner.run_script(script, argv)
     finally:
         install(None)
-    log_error = runner.florql_frame_error(outcome.exception) if outcome.exception else None
+    log_error = runner.api_error(outcome.exception) if outcome.exception else None
     failed = outcome.exit_code != 0
-    stats = session.end("failed" if failed else "finished", outcome.error)
+    status = "failed" if failed else "finished"
+    stats = session.end(status, log_error or outcome.error, keep=log_error is None)
+    if log_error and not session._begun:  # nothing was recorded: the error is all there is
+        print(f"florql: error: {log_error}", file=sys.stderr)
+        return 2
     for name in session.unconsumed_overrides():
         print(
             f"florql: warning: --arg {name} was given but the script never called "
             f"florql.arg({name!r}, ...); it had no effect",
             file=sys.stderr,
         )
+    degraded = f", degraded: {stats['degraded_reason']}" if stats.get("degraded") else ""
     print(
         f"florql: run {session.run_id} {'failed' if failed else 'finished'}: "
         f"{stats['values']} values, {stats['checkpoints']} checkpoints "
         f"({_mb(stats['stored_bytes'])} stored of {_mb(stats['raw_bytes'])}), "
-        f"overhead {100 * stats['overhead']:.1f}% -> {session.store_path}",
+        f"overhead {100 * stats['overhead']:.1f}% of the wall time{degraded} "
+        f"-> {session.store_path}",
         file=sys.stderr,
     )
     if log_error:
@@ -151,7 +181,9 @@ def _warn_if_changed(session: Any, meta: dict) -> None:
 
 # --- runs and check ------------------------------------------------------------------------------
 
-RUN_COLUMNS = ["run_id", "script", "status", "started", "ended", "values", "checkpoints", "args"]
+RUN_COLUMNS = [
+    "run_id", "script", "status", "started", "ended", "values", "checkpoints", "args", "degraded"
+]  # fmt: skip
 
 
 def run_rows(store: Any) -> list[dict[str, Any]]:
@@ -176,6 +208,7 @@ def run_rows(store: Any) -> list[dict[str, Any]]:
                 "values": values,
                 "checkpoints": ckpts.get(rid, 0),
                 "args": {**(meta.get("args") or {}), **(end.get("args") or {})},
+                "degraded": "yes" if stats.get("degraded") else "",
             }
         )
     return rows

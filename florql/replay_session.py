@@ -26,7 +26,7 @@ from florql import capture
 from florql.errors import BadInputError
 from florql.runner import StopScript
 from florql.session import RNG, RUN_RESUME, VALUE, Session, _Loop
-from florql.values import SCALARS, to_loggable
+from florql.values import to_loggable
 
 ACTIONS = ("skip_inner", "silent_tail", "execute")
 
@@ -182,7 +182,7 @@ class ReplaySession(Session):
     # --- logging -----------------------------------------------------------------------------
 
     def log(self, name: str, value: Any) -> Any:
-        v = value if type(value) in SCALARS else to_loggable(name, value)
+        v = to_loggable(name, value)
         if not self._keeps():
             return value
         if name in self.new_names and not self._already_stored(name, v):

@@ -2,7 +2,8 @@
 
 `run_script` behaves like `python SCRIPT ARGS`: the same `sys.argv`, `__name__ == "__main__"`,
 the script's folder first on `sys.path`, exit code from `SystemExit`, and an uncaught exception
-printed as Python prints it (florql's own frames left out). `run_task` executes one replay task
+printed as Python prints it (florql's own frames left out), except bad input given to florql's
+API, which the caller reports in one line (`api_error`). `run_task` executes one replay task
 (docs/INTERFACES.md §3) and writes its result file.
 
 >>> import tempfile
@@ -24,7 +25,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from florql.errors import BadInputError
+from florql.errors import BadInputError, FlorqlError
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -78,7 +79,8 @@ def run_script(script: str, argv: list[str], extra_path: list[str] | None = None
     except SystemExit as e:
         return _exit_outcome(e)
     except BaseException as e:
-        _print_traceback(e, script)
+        if api_error(e) is None:
+            _print_traceback(e, script)
         text = "".join(traceback.format_exception_only(type(e), e)).strip()
         return Outcome(130 if isinstance(e, KeyboardInterrupt) else 1, e, text)
     finally:
@@ -105,9 +107,17 @@ def _print_traceback(e: BaseException, script: str) -> None:
     traceback.print_exception(type(e), e, first or tb)
 
 
-def florql_frame_error(e: BaseException) -> str | None:
-    """For a TypeError raised inside florql.log: one line naming the value and script line."""
-    if not isinstance(e, TypeError) or not str(e).startswith("florql.log("):
+def api_error(e: BaseException | None) -> str | None:
+    """For bad input given to florql's API (a name or value florql.log/loop/arg/args refuses,
+    an `--arg` value that does not convert) raised from florql's own code: one line naming it
+    and the script line. None for anything else (a florql bug is not the user's bad input).
+    """
+    if not isinstance(e, (TypeError, ValueError, FlorqlError)):
+        return None
+    if not (isinstance(e, FlorqlError) or str(e).startswith("florql.")):
+        return None
+    frames = list(traceback.walk_tb(e.__traceback__))
+    if not frames or not frames[-1][0].f_code.co_filename.startswith(_PACKAGE_DIR):
         return None
     where = ""
     for frame, lineno in traceback.walk_tb(e.__traceback__):

@@ -4,9 +4,17 @@ One session per process is current (`CURRENT`). `florql record` installs one bef
 script; otherwise the first API call starts one on the default store and ends it at interpreter
 exit (status `failed` when an exception reached `sys.excepthook`, else `finished`).
 
-Hot path: `log` validates the value, then appends one tuple to a deque; a flusher thread drains
-the deque every `FLUSH_SECONDS`, builds record bodies and hands them to the LogWriter in one
-group commit. Every record of the run takes the next value of the run's `seq` counter.
+Hot path: `log` validates the name and value (`florql.values`: exactly what the store can hold,
+refused at the call otherwise), then appends one tuple to a deque; the flusher thread
+(`florql.flusher`) drains the deque every `FLUSH_SECONDS`, builds record bodies and hands them to
+the LogWriter in one group commit. Every record of the run takes the next value of the run's
+`seq` counter. Storage trouble never reaches the script: the flusher keeps records in memory and
+retries, checkpoints are skipped meanwhile, and the run is marked degraded; a florql bug in the
+flusher ends the run `failed`, loudly, and the script goes on unrecorded.
+
+Under plain `python train.py` the run ends from a `threading` exit hook, which runs before the
+interpreter refuses new thread-pool work, so a checkpoint still being written at exit (the last
+epoch's) is finished and kept.
 
 Loop machinery: the first top-level `florql.loop` is the *outer* loop. At each of its iterations
 the session records LOOP and RNG; when the first inner loop of the iteration ends it records
@@ -28,6 +36,7 @@ from __future__ import annotations
 import ast
 import atexit
 import collections
+import contextlib
 import itertools
 import os
 import secrets
@@ -39,15 +48,20 @@ import traceback
 from types import FrameType
 from typing import Any
 
-from florql import capture, loopstate, scriptvars, sources
-from florql.errors import BadInputError, RecordError
-from florql.values import SCALARS, to_loggable
+from florql import capture, declared_args, loopstate, parsed_args, scriptvars, sources
+from florql.errors import BadInputError, FlorqlError, RecordError
+from florql.flusher import Flusher, buffer_capacity
+from florql.values import check_name, is_utf8, to_loggable
 
 # Record kinds (florql_storage.kinds; repeated so importing florql needs no storage import).
 RUN_BEGIN, RUN_END, VALUE, LOOP, LOOP_END, RNG, STATE, RUN_RESUME = 1, 2, 3, 4, 5, 6, 7, 8
 
 FLUSH_SECONDS = 0.5
+# Every 61st florql.log call is timed, for the overhead line (a sample is cheap). Prime, so a
+# script that alternates cheap and costly calls is sampled at every phase of its pattern.
+LOG_SAMPLE = 61
 _now = time.time
+_perf = time.perf_counter
 DEFAULT_STORE = ".florql"
 
 CURRENT: Session | NullSession | None = None
@@ -80,8 +94,13 @@ def _default_session() -> Session | NullSession:
     main = sys.modules.get("__main__")
     script = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv else "<stdin>")
     store = os.environ.get("FLORQL_STORE") or DEFAULT_STORE
-    s = Session(store, script=os.path.abspath(script), argv=list(sys.argv))
-    s.start()
+    try:
+        s = Session(store, script=os.path.abspath(script), argv=list(sys.argv))
+        s.start()
+    except FlorqlError as e:
+        # Plain `python train.py`: florql must not end the training; say why nothing is kept.
+        print(f"florql: error: this run is not recorded: {e}", file=sys.stderr)
+        return NullSession()
     s.install_exit_hooks()
     return s
 
@@ -106,6 +125,9 @@ class NullSession:
         if name in self.overrides:
             return cast_override(name, self.overrides[name], default)
         return default
+
+    def record_args(self, values: dict[str, Any], strict: bool = True) -> None:
+        pass
 
     def loop(self, name: str, iterable: Any) -> Any:
         return iterable
@@ -186,6 +208,10 @@ class Session:
         overrides: `--arg` values by name (strings, or typed values on resume/replay).
         overhead: checkpoint overhead budget as a fraction of wall time.
         command: the command line that started the run.
+        fs: the store's file system (`florql_storage.fs`; default the real one).
+        declared_args: arg names the script's code declares (`florql.arg("name", ...)` with a
+            literal name), to report a misspelled `--arg` when the script starts using args;
+            None when unknown.
     """
 
     muted = False  # True while records are dropped (resume fast-forward, replay)
@@ -200,6 +226,8 @@ class Session:
         overrides: dict[str, Any] | None = None,
         overhead: float | None = None,
         command: str | None = None,
+        fs: Any = None,
+        declared_args: frozenset[str] | None = None,
     ) -> None:
         self.store_path = os.path.abspath(store_path)
         self.script = script
@@ -209,6 +237,12 @@ class Session:
         self.command = command or " ".join(sys.argv)
         self.run_id = new_run_id()
         self.args: dict[str, Any] = {}
+        self.parsed_args: dict[str, Any] = {}  # argparse namespaces and florql.args(...)
+        self.declared_args = declared_args
+        self._overrides_checked = False
+        # --arg names already reported, or asked for by florql.arg (even when the value did not
+        # convert): the end of the run does not call them unused.
+        self._overrides_seen: set[str] = set()
         self.objects: dict[str, Any] = {}
         self.started_at = time.time()
         self.cwd = os.getcwd()
@@ -222,11 +256,19 @@ class Session:
         self._ended = False
         self._held: Any = None  # a checkpoint snapshotted at a closed inner loop (`inner_end`)
         self._failure: BaseException | None = None
-        self._drain_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._flusher: threading.Thread | None = None
+        # Held while records go to the writer and while a checkpoint is written, so that a
+        # failed checkpoint flush never takes queued values with it (flusher invariant 1).
+        self._drain_lock = threading.RLock()
+        self._fs = fs
+        self.flusher = Flusher(self, interval=FLUSH_SECONDS, capacity=buffer_capacity())
+        self._abandoned: str | None = None  # why a florql bug stopped the recording
+        self._final_stats: dict[str, Any] = {}
+        self._names: set[str] = set()  # names already checked (the hot path checks once)
         self.values = 0
         self.fg_seconds = 0.0  # time spent in florql's hooks in the training thread
+        self.loop_seconds = 0.0  # inner-loop bookkeeping in the training thread
+        self._log_calls = 0
+        self._log_sampled = 0.0  # seconds of the timed florql.log calls (every LOG_SAMPLE-th)
         self.inner_iterations = 0
         self._var_plan: scriptvars.VarPlan | None = None
         self.rng_start: dict[str, Any] | None = None
@@ -239,20 +281,23 @@ class Session:
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Open the store and start the flusher; RUN_BEGIN is written at the first record."""
+        """Open the store and start the flusher; RUN_BEGIN is written at the first record.
+
+        Raises:
+            BadInputError: a path or argument the run records is not valid UTF-8 text.
+            StoreError: the store cannot be opened or created.
+        """
         from florql_storage import Store
 
-        self.store = Store.open(self.store_path, create=True)
+        self._check_text()
+        self.store = Store.open(self.store_path, create=True, fs=self._fs)
         self.writer = self.store.writer()
         self.rng_start = capture.capture_rng(numpy=True)
         # Before the script runs (`florql record`): forking git is cheap while the process is
         # small, and nothing here competes with training later.
         self._sources = sources.collect(self.script)
         self._git = sources.git_commit(os.path.dirname(self.script))
-        self._flusher = threading.Thread(
-            target=self._flush_loop, name="florql-flusher", daemon=True
-        )
-        self._flusher.start()
+        self.flusher.start()
         from florql.checkpointer import Checkpointer
 
         self.checkpointer = Checkpointer(self, budget=self.overhead)
@@ -264,8 +309,30 @@ class Session:
         """
         if self._begun:
             return
-        with self._drain_lock:
-            self._begin_locked()
+        try:
+            with self._drain_lock:
+                self._begin_locked()
+        except Exception as e:  # noqa: BLE001 - never into the script (flusher invariant 2)
+            self.flusher.failed(e)
+
+    def _check_text(self) -> None:
+        """Refuse paths and arguments that the run's records cannot hold as text."""
+        checks = [
+            ("the working folder", self.cwd, "run from a folder whose name is UTF-8"),
+            ("the script path", self.script, "rename the script or its folder"),
+            ("the store path", self.store_path, "choose a store folder whose path is UTF-8"),
+        ]
+        checks += [
+            (f"script argument {i}", a, "pass arguments that are UTF-8 text")
+            for i, a in enumerate(self.argv)
+            if i
+        ]
+        checks.append(("the command line", self.command, "pass arguments that are UTF-8 text"))
+        for what, text, fix in checks:
+            if not is_utf8(text):
+                raise BadInputError(
+                    f"{what} {text!r} is not valid UTF-8, which florql records as text: {fix}"
+                )
 
     def _begin_locked(self) -> None:
         if not self._begun:
@@ -278,7 +345,7 @@ class Session:
             "run_id": self.run_id,
             "script": self.script,
             "argv": self.argv,
-            "args": dict(self.args),
+            "args": self.all_args(),
             "arg_overrides": {k: str(v) for k, v in self.overrides.items()},
             "sources": srcs,
             "source_hash": sources.source_hash(srcs),
@@ -294,10 +361,22 @@ class Session:
             # RNG states before the script's first line (`florql record`) or at its first
             # florql call: a replay from the start restores them, so unseeded draws repeat.
             "rng": self.rng_start,
+            **_distributed(),
         }
 
+    def all_args(self) -> dict[str, Any]:
+        """The run's args: argparse's (and `florql.args`) overlaid by `florql.arg`'s."""
+        return {**self.parsed_args, **self.args}
+
     def install_exit_hooks(self) -> None:
-        """End the run at interpreter exit; an uncaught exception marks it failed."""
+        """End the run at interpreter exit; an uncaught exception marks it failed.
+
+        The end runs from a `threading` exit hook: those run before thread pools refuse new
+        work ("cannot schedule new futures after interpreter shutdown"), which the checkpoint
+        writer needs to finish the last checkpoint. Registered after `concurrent.futures` has
+        registered its own, so it runs first (they run in reverse order). `atexit` is the
+        fallback (`end` is idempotent).
+        """
         previous = sys.excepthook
 
         def hook(kind: type, value: BaseException, tb: Any) -> None:
@@ -305,15 +384,29 @@ class Session:
             previous(kind, value, tb)
 
         sys.excepthook = hook
+        import concurrent.futures.thread  # noqa: F401 - registers its exit hook before ours
+
+        register = getattr(threading, "_register_atexit", None)
+        if register is not None:
+            with contextlib.suppress(RuntimeError):  # already shutting down
+                register(self.end)
         atexit.register(self.end)
 
     def note_failure(self, exc: BaseException) -> None:
         self._failure = exc
 
-    def end(self, status: str | None = None, error: str | None = None) -> dict[str, Any]:
-        """Finish the run: wait for checkpoints, flush, write RUN_END. Idempotent."""
+    def end(
+        self, status: str | None = None, error: str | None = None, keep: bool = True
+    ) -> dict[str, Any]:
+        """Finish the run: wait for checkpoints, flush, write RUN_END; return the stats.
+
+        Idempotent, and never raises for storage trouble: a store that still refuses writes
+        after `flusher.EXIT_PATIENCE` seconds of retries is said so on stderr (the run then
+        reads as crashed, with everything flushed before kept). `keep=False` leaves no trace
+        of a run that recorded nothing yet (bad input at the script's first florql call).
+        """
         if self._ended:
-            return {}
+            return self._final_stats
         self._ended = True
         self.muted = True  # records made after the end (e.g. by loops closed late) are dropped
         if status is None:
@@ -325,49 +418,110 @@ class Session:
                 self.checkpointer.discard(self._held)
                 self._held = None
             self.checkpointer.close()
-        self._stop.set()
-        if self._flusher is not None:
-            self._flusher.join()
-        self._begin()
-        self.drain(flush=False)
-        stats = self.stats()
-        body = {
+        self.flusher.stop()
+        if self._abandoned is None:
+            if not keep and not self._begun and not self._buf and not self.flusher.pending:
+                pass  # bad input before anything was recorded: the store stays as it was
+            elif self.flusher.finish():
+                self._write_end(status, error)
+            else:
+                print(
+                    f"florql: error: the store at {self.store_path} still refuses writes; "
+                    f"{len(self.flusher.pending)} records of run {self.run_id} could not be "
+                    "saved and the run will read as crashed (everything flushed before is kept)",
+                    file=sys.stderr,
+                )
+        self._final_stats = self.stats()
+        self._close_store()
+        if CURRENT is self:
+            install(None)
+        return self._final_stats
+
+    def _end_body(self, status: str, error: str | None) -> dict[str, Any]:
+        """RUN_END's body (docs/INTERFACES.md §2)."""
+        return {
             "run_id": self.run_id,
             "status": status,
             "error": error,
             "ended_at": time.time(),
-            "stats": stats,
-            "args": dict(self.args),
+            "stats": self.stats(),
+            "args": self.all_args(),
             "resumed": self.resumed,
         }
-        self.writer.end_run(self.run_id, status, body)
-        self.writer.close()
-        self.store.close()
-        if CURRENT is self:
-            install(None)
-        return stats
+
+    def _write_end(self, status: str, error: str | None) -> None:
+        try:
+            self.writer.end_run(self.run_id, status, self._end_body(status, error))
+        except Exception as e:  # noqa: BLE001 - the end of a run must not raise into exit
+            print(
+                f"florql: error: could not write the end of run {self.run_id} ({e}); it will "
+                "read as crashed, with everything flushed before kept",
+                file=sys.stderr,
+            )
+
+    def _close_store(self) -> None:
+        for close in (self.writer.close, self.store.close):
+            with contextlib.suppress(Exception):  # said already; nothing more to save
+                close()
+
+    def abandon(self, reason: str) -> None:
+        """Stop recording after a florql bug (flusher invariant 6): the run ends `failed`
+        with `reason`; later calls pass their values through. Called by the flusher."""
+        if self._abandoned is not None:
+            return
+        self._abandoned = reason
+        self.muted = True
+        self._buf.clear()
+        if self.checkpointer is not None:
+            self.checkpointer.disable(reason)
+        with contextlib.suppress(Exception):  # the store may be what failed; said already
+            self.writer.end_run(self.run_id, "failed", self._end_body("failed", reason))
+
+    @property
+    def degraded_reason(self) -> str | None:
+        """Why the run is degraded (storage trouble skipped checkpoints or values), or None."""
+        ck = self.checkpointer
+        return self.flusher.degraded_reason or (ck.degraded_reason if ck else None)
 
     def stats(self) -> dict[str, Any]:
+        """The run's counts and overhead (RUN_END's `stats`, the end-of-run line).
+
+        `overhead` is everything florql did that the training waited for, over wall time: the
+        florql.log calls (estimated from every LOG_SAMPLE-th call, timed), loop bookkeeping,
+        checkpoint snapshots, and the background threads' CPU time (checkpoint writer and
+        flusher, weighted by the share of a core they take from training); `overhead_parts`
+        breaks it down.
+        """
         wall = max(time.perf_counter() - self._t0, 1e-9)
         ck = self.checkpointer
-        fg = self.fg_seconds + (ck.fg_seconds if ck else 0.0)
-        bg = ck.bg_cpu_seconds * ck.contention if ck else 0.0
+        contention = ck.contention if ck else 1.0
+        samples = self._log_calls // LOG_SAMPLE
+        parts = {
+            "log": self._log_sampled / samples * self._log_calls if samples else 0.0,
+            "loops": self.fg_seconds + self.loop_seconds,
+            "checkpoint_stall": ck.fg_seconds if ck else 0.0,
+            "background": ((ck.bg_cpu_seconds if ck else 0.0) + self.flusher.cpu_seconds)
+            * contention,
+        }
+        reason = self.degraded_reason
         return {
             "values": self.values,
             "checkpoints": ck.count if ck else 0,
             "checkpoints_skipped": ck.skipped if ck else 0,
             "raw_bytes": ck.raw_bytes if ck else 0,
             "stored_bytes": ck.stored_bytes if ck else 0,
-            "overhead": (fg + bg) / wall,
+            "overhead": sum(parts.values()) / wall,
+            "overhead_parts": {k: v / wall for k, v in parts.items()},
             "checkpoint_write_seconds": ck.bg_seconds if ck else 0.0,
             "wall_seconds": wall,
             # Replay must keep this (thread count changes float reductions), so it sizes its
             # worker pool by it: cores // torch_threads workers on a CPU.
             "torch_threads": _torch_threads(),
+            "degraded": reason is not None,
+            "degraded_reason": reason,
+            "values_dropped": self.flusher.values_dropped,
+            "checkpoints_failed": ck.failed if ck else 0,
         }
-
-    def unconsumed_overrides(self) -> list[str]:
-        return sorted(set(self.overrides) - set(self.args))
 
     # --- records -----------------------------------------------------------------------------
 
@@ -384,55 +538,100 @@ class Session:
             return
         self._buf.append((kind, body_fn(next(self._counter))))
 
-    def drain(self, flush: bool = True) -> None:
-        """Hand every queued record to the writer (in seq order); `flush`: make them durable."""
-        with self._drain_lock:
-            buf = self._buf
-            n = len(buf)
-            if n:
-                self._begin_locked()
-                rid = self.run_id
-                entries = []
-                for _ in range(n):
-                    item = buf.popleft()
-                    if item[0] == VALUE:
-                        _, seq, name, value, ctx, t = item
-                        entries.append((VALUE, [rid, seq, name, value, ctx, t, ""]))
-                        self.values += 1
-                    else:
-                        entries.append(item)
-                self.writer.append_many(entries)
-            if flush and (n or self._begun):
-                self.writer.flush()
+    @property
+    def write_lock(self) -> threading.RLock:
+        """Held by the checkpoint writer around its flush and write (see `_drain_lock`)."""
+        return self._drain_lock
 
-    def _flush_loop(self) -> None:
-        while not self._stop.wait(FLUSH_SECONDS):
-            if self._buf:
-                try:
-                    self.drain()
-                except Exception as e:  # a failing store must not kill the training silently
-                    print(f"florql: warning: background flush failed: {e}", file=sys.stderr)
-                    return
+    def drain(self) -> bool:
+        """Make every queued record durable (the checkpoint writer calls this before a
+        checkpoint). False when the store refused (the records wait for a retry) or recording
+        stopped; never raises."""
+        return self.flusher.flush()
 
     # --- API ---------------------------------------------------------------------------------
 
     def log(self, name: str, value: Any) -> Any:
-        v = value if type(value) in SCALARS else to_loggable(name, value)
+        calls = self._log_calls = self._log_calls + 1
+        if not calls % LOG_SAMPLE:
+            return self._timed_log(name, value)
+        if type(name) is not str or name not in self._names:
+            self._check_name(name)
+        t = type(value)
+        v = value if t is float or t is bool or value is None else to_loggable(name, value)
         if self.muted:
             return value
         self._buf.append((VALUE, next(self._counter), name, v, self._ctx, _now()))
         return value
 
+    def _timed_log(self, name: str, value: Any) -> Any:
+        """`log`, timed: the sample the overhead line estimates every call's cost from."""
+        t0 = _perf()
+        try:
+            if type(name) is not str or name not in self._names:
+                self._check_name(name)
+            v = to_loggable(name, value)
+            if not self.muted:
+                self._buf.append((VALUE, next(self._counter), name, v, self._ctx, _now()))
+            return value
+        finally:
+            self._log_sampled += _perf() - t0
+
+    def _check_name(self, name: Any) -> None:
+        check_name("florql.log", name)
+        self._names.add(name)
+
     def arg(self, name: str, default: Any) -> Any:
+        check_name("florql.arg", name)
+        if not self._overrides_checked:
+            self._overrides_checked = True
+            self.report_unknown_overrides()
         if name in self.args:
             return self.args[name]
+        self._overrides_seen.add(name)
         value = (
             cast_override(name, self.overrides[name], default)
             if name in self.overrides
             else default
         )
-        self.args[name] = to_loggable(f"arg {name}", value)
+        self.args[name] = to_loggable(name, value, call="florql.arg")
         return value
+
+    def record_args(self, values: dict[str, Any], strict: bool = True) -> None:
+        """Record settings parsed elsewhere (argparse, `florql.args`) as the run's args.
+
+        Values florql.log could not store (a Path, an open file) are recorded as their str().
+        A name that cannot be a column is a TypeError/BadValueError (`strict`, `florql.args`)
+        or skipped (argparse's own parse, which must never fail because of florql).
+        """
+        for name, value in values.items():
+            try:
+                check_name("florql.args", name)
+            except (TypeError, ValueError):
+                if strict:
+                    raise
+                continue
+            self.parsed_args[name] = parsed_args.storable(value)
+        if not self._overrides_checked:
+            self._overrides_checked = True
+            self.report_unknown_overrides()
+
+    def report_unknown_overrides(self) -> None:
+        """Warn, when the script starts using args, about `--arg` names its code never
+        declares (`declared_args`, found by reading the code), with the closest name."""
+        if self.declared_args is None:
+            return
+        known = set(self.declared_args)
+        for name in sorted(set(self.overrides) - known):
+            message = declared_args.unknown_override(name, known, self.parsed_args)
+            print(f"florql: warning: {message}", file=sys.stderr)
+            self._overrides_seen.add(name)
+
+    def unconsumed_overrides(self) -> list[str]:
+        """`--arg` names no florql.arg call took and no warning named already (on a resume,
+        which passes all recorded args back, names the script's argparse parsed are left out)."""
+        left = set(self.overrides) - set(self.args) - self._overrides_seen
+        return sorted(left - set(self.parsed_args) if self.resumed else left)
 
     def register(self, objects: dict[str, Any]) -> None:
         for name, obj in objects.items():
@@ -440,6 +639,7 @@ class Session:
         self.objects.update(objects)
 
     def loop(self, name: str, iterable: Any) -> Any:
+        check_name("florql.loop", name)
         if not self._stack and not self._outer_seen:
             self._outer_seen = True
             return self._outer(name, iterable)
@@ -486,11 +686,13 @@ class Session:
         closed = False
         try:
             for i, item in enumerate(iterable):
+                t0 = _perf()
                 value = item if type(item) in (int, str) else i
                 self._ctx = ctx = (*parent, (name, i, value))
                 self.emit(LOOP, lambda s, ctx=ctx: [self.run_id, s, name, ctx, time.time()])
                 if first:
                     self.inner_iterations += 1
+                self.loop_seconds += _perf() - t0
                 yield item
         except GeneratorExit:
             # `break`, or an exception unwinding the script: the two cannot be told apart here,
@@ -698,3 +900,14 @@ def _torch_threads() -> int:
     """torch's intra-op thread count if the script imported torch, else 1."""
     torch = sys.modules.get("torch")
     return int(torch.get_num_threads()) if torch is not None else 1
+
+
+def _distributed() -> dict[str, int]:
+    """Rank and world size of a distributed job (torchrun sets RANK and WORLD_SIZE)."""
+    out = {}
+    for key, env, default in (("rank", "RANK", 0), ("world_size", "WORLD_SIZE", 1)):
+        try:
+            out[key] = int(os.environ.get(env, default))
+        except ValueError:
+            out[key] = default
+    return out

@@ -163,6 +163,9 @@ def _logs_names(scope: Scope, catalog: Catalog, candidates: dict[str, str]) -> s
     for column in scope.columns:
         if isinstance(column.this, exp.Star) or _source_view(column, scope) != "logs":
             continue
+        ambiguous = catalog.ambiguity(column.name)
+        if ambiguous:
+            raise QueryError(ambiguous)
         var = catalog.variable_for(column.name)
         if var is not None:
             names.add(candidates.get(var.lower(), var))

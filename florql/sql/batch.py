@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from array import array
 from collections.abc import Sequence
+from itertools import compress
 from operator import itemgetter
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from florql.sql import columns
+from florql.values import is_name
 
 _NUMERIC = {float, int, bool, type(None)}
 
@@ -46,6 +48,36 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.lsn)
+
+    def drop_invalid(self, bad_contexts: set[int]) -> list[Any]:
+        """Remove values whose name cannot be a column, or whose context is in `bad_contexts`
+        (cache invariant 4); return the offending names (a loop's for a bad context).
+
+        When every name is a str (always, for stores florql checked at the call) the check
+        is per distinct name, not per value.
+        """
+        names = list(map(itemgetter(2), self.bodies))
+        if not names:
+            return []
+        bad = {n for n in set(names) if not is_name(n)} if set(map(type, names)) == {str} else None
+        bad_ctx = bad_contexts.intersection(self.ctx_id) if bad_contexts else set()
+        if bad == set() and not bad_ctx:
+            return []
+        keep: list[bool] = []
+        dropped: dict[str, Any] = {}
+        for body, name, ctx_id in zip(self.bodies, names, self.ctx_id, strict=True):
+            good_name = name not in bad if bad is not None else is_name(name)
+            keep.append(good_name and ctx_id not in bad_ctx)
+            if not good_name:
+                dropped.setdefault(repr(name), name)
+            elif ctx_id in bad_ctx:
+                loop = next((lv[0] for lv in body[4] if not is_name(lv[0])), name)
+                dropped.setdefault(repr(loop), loop)
+        # In place: the decode loop holds these lists' bound methods.
+        self.bodies[:] = compress(self.bodies, keep)
+        self.lsn[:] = array("q", compress(self.lsn, keep))
+        self.ctx_id[:] = compress(self.ctx_id, keep)
+        return list(dropped.values())
 
     @staticmethod
     def value_columns(values: Sequence[Any]) -> tuple[pa.Array, pa.Array]:

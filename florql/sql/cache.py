@@ -27,11 +27,15 @@ Invariants:
    before any later frame is ingested, so no query sees them; the run's wide columns are then
    recomputed from what remains.
 3. `_contexts.__nK` equals the pivot of `_values` (last non-NULL value per context and name).
+4. A value stored under a name that cannot be a column (not a non-empty str: stores written
+   before florql checked names at the call may hold `5` or `""`), or in a loop of such a name,
+   is skipped with one warning per name, so it never breaks queries over everything else.
 """
 
 from __future__ import annotations
 
 import gc
+import sys
 from collections import Counter
 from collections.abc import Iterable
 from itertools import compress, repeat
@@ -43,6 +47,7 @@ from florql_storage import kinds
 
 from florql.sql import columns, metadata
 from florql.sql.batch import Batch
+from florql.values import is_name
 
 _VALUE_COLUMNS = (
     "run_id VARCHAR, lsn BIGINT, seq BIGINT, ctx_id BIGINT, name VARCHAR, value DOUBLE, "
@@ -103,6 +108,8 @@ class Cache:
         self._next_ctx_id = 0
         self._runs_signature: Any = None
         self._ckpt_lsn = -1
+        self._bad_contexts: set[int] = set()  # contexts in a loop whose name is no column
+        self._warned_names: set[str] = set()
         if state is None:
             self._create_tables()
         else:
@@ -116,11 +123,7 @@ class Cache:
             "CREATE OR REPLACE TABLE _replays (replay_id VARCHAR, run_id VARCHAR, "
             "status VARCHAR, diverged BOOLEAN)"
         )
-        run(
-            "CREATE OR REPLACE TABLE _runs (run_id VARCHAR, script VARCHAR, status VARCHAR, "
-            "args JSON, started_at TIMESTAMP, ended_at TIMESTAMP, source_hash VARCHAR, "
-            'git VARCHAR, "values" BIGINT, checkpoints BIGINT, error VARCHAR)'
-        )
+        run(f"CREATE OR REPLACE TABLE _runs ({metadata.RUNS_SCHEMA})")
         run("CREATE OR REPLACE TABLE _args (run_id VARCHAR)")
         run(
             "CREATE OR REPLACE TABLE _checkpoints (ckpt_id VARCHAR, run_id VARCHAR, lsn BIGINT, "
@@ -285,7 +288,7 @@ class Cache:
                 batch.ctx_id.append(found)
             elif kind == kinds.LOOP:
                 # Loop columns exist as soon as a loop ran, even before anything was logged.
-                if body[2] not in self._loop_pos:
+                if body[2] not in self._loop_pos and is_name(body[2]):
                     self._loop_index(body[2], len(body[3]) - 1)
             elif kind == kinds.RUN_RESUME:
                 self._flush(batch)
@@ -330,6 +333,9 @@ class Cache:
         self._next_ctx_id += 1
         ctx_id = self._contexts.setdefault(run_id, {})[ctx] = self._next_ctx_id
         names = tuple(map(_first, ctx))
+        if names not in self._shape_slots and not all(map(is_name, names)):
+            self._bad_contexts.add(ctx_id)  # invariant 4: its values are skipped
+            return ctx_id
         slots = self._shape_slots.get(names)
         if slots is None:  # _loop_index per shape, not per context: same slots, same depths
             slots = tuple(self._loop_index(name, depth) for depth, name in enumerate(names))
@@ -440,6 +446,8 @@ class Cache:
 
     def _flush(self, batch: Batch) -> None:
         self._resolve_contexts(batch)
+        for bad in batch.drop_invalid(self._bad_contexts):
+            self._warn_skipped(bad)
         if batch.new_contexts and self._partial_contexts:
             self._reuse_known_contexts(batch)
         new_contexts, batch.new_contexts = batch.new_contexts, []
@@ -472,6 +480,16 @@ class Cache:
         for name, n, _n_text in stats:
             self.names[name] += n
         batch.clear()
+
+    def _warn_skipped(self, name: Any) -> None:
+        key = repr(name)
+        if key not in self._warned_names:
+            self._warned_names.add(key)
+            print(
+                f"florql: warning: skipping values stored under the name or loop {key:.80}, "
+                "which cannot be a SQL column (recorded by an older florql)",
+                file=sys.stderr,
+            )
 
     def _insert_contexts(self, contexts: list, names: list[str]) -> None:
         """Insert new contexts with the batch's pivoted values (`__pivot`) for `names`."""

@@ -3,19 +3,27 @@
 The catalog is a snapshot taken from the cache after a refresh. It fixes the column names of the
 views, including how name collisions are settled (documented in `views.py`):
 
-- `logs`: `run_id`, one column per loop name, one per logged name, one per `florql.arg`.
-  A logged name equal to `run_id` or to a loop name is exposed as `log_<name>`; an arg whose
-  name is taken by a loop or a logged name is exposed as `arg_<name>`.
+- `logs`: `run_id`, one column per loop name, one per logged name, one per arg (`florql.arg`,
+  argparse). A logged name equal to `run_id`, a loop name or an arg name is exposed as
+  `log_<name>`; an arg whose name is taken by a loop or a logged name as `arg_<name>`. A name
+  that is both logged and an arg is *ambiguous*: a query naming it bare gets an error naming
+  both columns (`ambiguity`), never one of them silently.
+- Renamed columns never take a name the user logged: names that need no renaming keep theirs
+  first, and a renamed one takes the next free `_2`, `_3`... suffix.
 - `records`: fixed columns plus one per loop name; a loop whose name is taken by a fixed column
   is exposed as `loop_<name>`.
 
 >>> c = Catalog(names=frozenset({"loss", "epoch"}), loops=("epoch", "step"), args=("lr", "loss"))
 >>> c.logs_columns()
-['run_id', 'epoch', 'step', 'log_epoch', 'loss', 'lr', 'arg_loss']
->>> c.variable_for("log_epoch"), c.variable_for("loss"), c.variable_for("lr")
+['run_id', 'epoch', 'step', 'log_epoch', 'log_loss', 'lr', 'arg_loss']
+>>> c.variable_for("log_epoch"), c.variable_for("log_loss"), c.variable_for("lr")
 ('epoch', 'loss', None)
+>>> c.ambiguity("LOSS")
+'column LOSS of logs is ambiguous: runs logged a value named loss and have an arg loss; write log_loss for the logged values or arg_loss for the arg'
 >>> Catalog(names=frozenset({"Loss", "loss"})).logs_columns()
 ['run_id', 'Loss', 'loss_2']
+>>> Catalog(names=frozenset({"epoch", "log_epoch"}), loops=("epoch",)).logs_columns()
+['run_id', 'epoch', 'log_epoch_2', 'log_epoch']
 >>> c.closest("los")
 ['loss']
 """
@@ -50,6 +58,13 @@ RUNS_COLUMNS = (
     "values",
     "checkpoints",
     "error",
+    "command",
+    "python",
+    "torch",
+    "host",
+    "rank",
+    "world_size",
+    "degraded",
 )
 CHECKPOINTS_HEAD = ("ckpt_id", "run_id")
 CHECKPOINTS_TAIL = ("phase", "ctx", "raw_bytes", "stored_bytes", "write_seconds", "lsn", "seq")
@@ -68,11 +83,18 @@ class Catalog:
     @cached_property
     def _name_columns(self) -> dict[str, str]:
         # DuckDB column names are case-insensitive: "Loss" and "loss" cannot both be columns.
-        reserved = {c.lower() for c in ("run_id", *self.loops)}
+        reserved = {c.lower() for c in ("run_id", *self.loops, *self.args)}
         taken = set(reserved)
         out = {}
+        for name in self.all_names():  # first the names that keep their own
+            if name.lower() not in taken:
+                out[name] = name
+                taken.add(name.lower())
+        logged = {n.lower() for n in self.all_names()}
         for name in self.all_names():
-            out[name] = _unique(f"log_{name}" if name.lower() in reserved else name, taken)
+            if name not in out:
+                base = f"log_{name}" if name.lower() in reserved else name
+                out[name] = _unique(base, taken, avoid=logged)
         return out
 
     @cached_property
@@ -82,8 +104,32 @@ class Catalog:
         out = {}
         for arg in self.args:
             clash = arg.lower() in taken or arg.lower() in logged
-            out[arg] = _unique(f"arg_{arg}" if clash else arg, taken)
+            out[arg] = _unique(f"arg_{arg}" if clash else arg, taken, avoid=logged)
         return out
+
+    @cached_property
+    def _ambiguous(self) -> dict[str, tuple[str, str]]:
+        """Lowercased names both logged and an arg -> (logged name, arg name); a loop or
+        `run_id` column of that name keeps it, unambiguously."""
+        args = {a.lower(): a for a in self.args}
+        fixed = {c.lower() for c in ("run_id", *self.loops)}
+        return {
+            n.lower(): (n, args[n.lower()])
+            for n in self.all_names()
+            if n.lower() in args and n.lower() not in fixed
+        }
+
+    def ambiguity(self, column: str) -> str | None:
+        """The error for naming `column` of `logs` bare when it is both logged and an arg."""
+        found = self._ambiguous.get(column.lower())
+        if found is None:
+            return None
+        name, arg = found
+        return (
+            f"column {column} of logs is ambiguous: runs logged a value named {name} and have "
+            f"an arg {arg}; write {self.logs_name_column(name)} for the logged values or "
+            f"{self.logs_arg_column(arg)} for the arg"
+        )
 
     def logs_name_column(self, name: str) -> str:
         """The `logs` column that holds logged name `name`."""
@@ -154,15 +200,16 @@ class Catalog:
         return difflib.get_close_matches(name, sorted(self.names), n=n, cutoff=0.6)
 
 
-def _unique(column: str, taken: set[str]) -> str:
-    """`column`, or `column_2`, `column_3`... if taken (case-insensitively); marks it taken.
+def _unique(column: str, taken: set[str], avoid: set[str] | frozenset[str] = frozenset()) -> str:
+    """`column`, or `column_2`, `column_3`... if taken or in `avoid` (case-insensitively);
+    marks it taken.
 
     >>> taken = {"loss"}
-    >>> _unique("Loss", taken), _unique("loss", taken), sorted(taken)
-    ('Loss_2', 'loss_3', ['loss', 'loss_2', 'loss_3'])
+    >>> _unique("Loss", taken), _unique("loss", taken, avoid={"loss_3"}), sorted(taken)
+    ('Loss_2', 'loss_4', ['loss', 'loss_2', 'loss_4'])
     """
     base, k = column, 2
-    while column.lower() in taken:
+    while column.lower() in taken or column.lower() in avoid:
         column, k = f"{base}_{k}", k + 1
     taken.add(column.lower())
     return column

@@ -15,6 +15,13 @@ import pyarrow as pa
 
 from florql.sql import columns
 
+RUNS_SCHEMA = (
+    "run_id VARCHAR, script VARCHAR, status VARCHAR, args JSON, started_at TIMESTAMP, "
+    'ended_at TIMESTAMP, source_hash VARCHAR, git VARCHAR, "values" BIGINT, checkpoints BIGINT, '
+    "error VARCHAR, command VARCHAR, python VARCHAR, torch VARCHAR, host VARCHAR, rank BIGINT, "
+    "world_size BIGINT, degraded BOOLEAN"
+)
+
 
 def _num(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
@@ -56,20 +63,32 @@ def _insert(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str
         con.unregister(name)
 
 
+def run_args(info: Any) -> dict:
+    """A run's args: those known at its start (RUN_BEGIN), then all of them (RUN_END)."""
+    meta, end = info.meta or {}, info.end or {}
+    return {**(meta.get("args") or {}), **(end.get("args") or {})}
+
+
+def _int(x: Any, default: int) -> int | None:
+    return x if isinstance(x, int) and not isinstance(x, bool) else default
+
+
 def rebuild_runs(con: duckdb.DuckDBPyConnection, runs: dict, values: Counter, ckpts: list) -> None:
-    """`_runs` from `Store.runs()`; `values` counts visible values per run."""
+    """`_runs` from `Store.runs()`; `values` counts visible values per run.
+
+    Runs recorded before florql stored rank and world size read as rank 0 of 1.
+    """
     per_run = Counter(c.run_id for c in ckpts)
     infos = list(runs.values())
     metas = [r.meta or {} for r in infos]
     ends = [r.end or {} for r in infos]
+    stats: list[dict] = [e["stats"] if isinstance(e.get("stats"), dict) else {} for e in ends]
     table = columns.table(
         {
             "run_id": columns.string_column([r.run_id for r in infos]),
             "script": columns.string_column([m.get("script") for m in metas]),
             "status": columns.string_column([r.status for r in infos]),
-            "args": columns.string_column(
-                [json.dumps(m.get("args") or {}, default=str) for m in metas]
-            ),
+            "args": columns.string_column([json.dumps(run_args(r), default=str) for r in infos]),
             "started_at": columns.float_column([_num(m.get("started_at")) for m in metas]),
             "ended_at": columns.float_column([_num(e.get("ended_at")) for e in ends]),
             "source_hash": columns.string_column([m.get("source_hash") for m in metas]),
@@ -77,6 +96,13 @@ def rebuild_runs(con: duckdb.DuckDBPyConnection, runs: dict, values: Counter, ck
             "values": columns.int_column([values.get(r.run_id, 0) for r in infos]),
             "checkpoints": columns.int_column([per_run.get(r.run_id, 0) for r in infos]),
             "error": columns.string_column([_text(e.get("error")) for e in ends]),
+            "command": columns.string_column([_text(m.get("command")) for m in metas]),
+            "python": columns.string_column([_text(m.get("python")) for m in metas]),
+            "torch": columns.string_column([_text(m.get("torch")) for m in metas]),
+            "host": columns.string_column([_text(m.get("host")) for m in metas]),
+            "rank": columns.int_column([_int(m.get("rank"), 0) for m in metas]),
+            "world_size": columns.int_column([_int(m.get("world_size"), 1) for m in metas]),
+            "degraded": columns.bool_column([bool(s.get("degraded")) for s in stats]),
         }
     )
     con.execute("DELETE FROM _runs")
@@ -87,13 +113,14 @@ def rebuild_runs(con: duckdb.DuckDBPyConnection, runs: dict, values: Counter, ck
         "INSERT INTO _runs SELECT run_id, script, status, CAST(args AS JSON), "
         "make_timestamp(CAST(started_at * 1000000 AS BIGINT)), "
         "make_timestamp(CAST(ended_at * 1000000 AS BIGINT)), source_hash, git, "
-        '"values", checkpoints, error FROM __ingest_runs',
+        '"values", checkpoints, error, command, python, torch, host, rank, world_size, '
+        "degraded FROM __ingest_runs",
     )
 
 
 def rebuild_args(con: duckdb.DuckDBPyConnection, runs: dict) -> list[str]:
     """`_args(run_id, __a0, __a1, ...)`, one column per arg name (sorted); returns the names."""
-    per_run = {rid: dict((r.meta or {}).get("args") or {}) for rid, r in runs.items()}
+    per_run = {rid: run_args(r) for rid, r in runs.items()}
     names = sorted({a for args in per_run.values() for a in args})
     cols: dict[str, pa.Array] = {"run_id": columns.string_column(list(per_run))}
     for k, arg in enumerate(names):

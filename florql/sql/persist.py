@@ -25,7 +25,8 @@ from typing import Any
 
 import duckdb
 
-STATE_VERSION = 3  # 2: wide form (name columns in _contexts); 3: names recorded per run
+STATE_VERSION = 4  # 2: wide form (name columns in _contexts); 3: names recorded per run;
+# 4: _runs shows the command line, versions, host, rank, world size and degradation
 
 
 def cache_dir() -> str:

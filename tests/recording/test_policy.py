@@ -64,7 +64,8 @@ def test_background_write_is_charged_its_cpu_time_not_its_disk_wait():
 
     session = SimpleNamespace(
         run_id="r",
-        drain=lambda flush: None,
+        drain=lambda: True,  # the records before the checkpoint are durable
+        write_lock=threading.RLock(),
         writer=SimpleNamespace(write_checkpoint=write_checkpoint),
     )
     ck = Checkpointer(session)

@@ -10,6 +10,7 @@ from florql_storage import kinds
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from florql.errors import QueryError
 from florql.sql.connection import connect
 from tests.sql.storebuild import RunLog, ctx_of, open_store
 
@@ -143,8 +144,30 @@ def test_names_colliding_with_loops_and_args_get_prefixed_columns(store_path: st
     w.close()
     con = connect(store_path, replay=False)
     rel = con.sql("SELECT * FROM logs")
-    assert rel.columns == ["run_id", "epoch", "log_epoch", "lr", "value", "arg_epoch", "arg_lr"]
+    assert rel.columns == [
+        "run_id", "epoch", "log_epoch", "log_lr", "value", "arg_epoch", "arg_lr"
+    ]  # fmt: skip
     assert rel.fetchall() == [("r1", 1, 7.0, 0.05, 3.0, 99, 0.1)]
+    assert con.sql("SELECT log_lr, arg_lr FROM logs").fetchall() == [(0.05, 0.1)]
+    # `lr` is both logged and an arg: naming it bare is an error naming both, never a guess
+    with pytest.raises(QueryError, match="ambiguous: .* write log_lr .* or arg_lr for the arg"):
+        con.sql("SELECT epoch FROM logs WHERE lr > 0")
+    con.close()
+    store.close()
+
+
+def test_renamed_columns_never_take_a_name_the_user_logged(store_path: str) -> None:
+    store = open_store(store_path)
+    w = store.writer()
+    log = RunLog(w, "r1")
+    log.log(ctx_of(epoch=1), {"epoch": 7.0, "log_epoch": 8.0, "log_epoch_2": 9.0})
+    log.end()
+    w.close()
+    con = connect(store_path, replay=False)
+    rel = con.sql("SELECT * FROM logs")
+    assert rel.columns == ["run_id", "epoch", "log_epoch_3", "log_epoch", "log_epoch_2"]
+    assert rel.fetchall() == [("r1", 1, 7.0, 8.0, 9.0)]
+    assert con.sql("SELECT log_epoch FROM logs").fetchall() == [(8.0,)]
     con.close()
     store.close()
 
