@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from florql import declared_args, sources
-from florql.errors import BadInputError, CorruptionError
+from florql.errors import BadInputError
 from florql.session import RUN_RESUME, VALUE, NullSession, Session, install
 
 
