@@ -217,6 +217,8 @@ def changed_names(stmt: ast.AST) -> set[str]:
             out.update(n.names)
         elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute):
             m = n.func.attr
+            if m in _IDENTITY_AT_INF and _max_is_inf(n):
+                continue
             if m in _MUTATORS or m in _NEVER or (m.endswith("_") and not m.startswith("__")):
                 out.add(_root(n.func.value) or "")
     return out - {""}
@@ -292,6 +294,8 @@ def _call_effect(node: ast.Call, owned: set[str], imports: Imports) -> str | Non
     if method in _RNG_METHODS:
         return _rng(shown)
     changes = method in _MUTATORS or (method.endswith("_") and not method.startswith("__"))
+    if method in _IDENTITY_AT_INF and _max_is_inf(node):
+        return None  # `clip_grad_norm_(ps, inf)` scales by 1.0: the norm, nothing changed
     if method in _NEVER or (changes and _root(node.func.value) not in owned):
         return (
             f"it calls {shown}, which may change state the recorded code uses, so a "
@@ -299,6 +303,26 @@ def _call_effect(node: ast.Call, owned: set[str], imports: Imports) -> str | Non
             "value without changing anything (an out-of-place `x.add(y)` instead of `x.add_(y)`)"
         )
     return None
+
+
+# In-place clipping that leaves every value as it was when its bound is infinite (the usual
+# way to read a gradient norm): the scale factor is clamped to exactly 1.0.
+_IDENTITY_AT_INF = frozenset({"clip_grad_norm_"})
+
+
+def _max_is_inf(call: ast.Call) -> bool:
+    """Whether the call's `max_norm` (second argument or keyword) is infinity, spelled
+    `inf`, `math.inf`, `np.inf`, `torch.inf` or `float("inf")`."""
+    arg = call.args[1] if len(call.args) > 1 else None
+    arg = next((k.value for k in call.keywords if k.arg == "max_norm"), arg)
+    if isinstance(arg, ast.Name):
+        return arg.id == "inf"
+    if isinstance(arg, ast.Attribute):
+        return arg.attr == "inf"
+    if isinstance(arg, ast.Call) and isinstance(arg.func, ast.Name) and arg.func.id == "float":
+        first = arg.args[0] if arg.args else None
+        return isinstance(first, ast.Constant) and str(first.value).lower() in ("inf", "+inf")
+    return False
 
 
 def _iteration_effect(iterable: ast.AST, loaders: dict[str, str]) -> str | None:

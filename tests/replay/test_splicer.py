@@ -470,6 +470,12 @@ def test_a_helper_set_in_the_loop_and_read_after_it_is_refused() -> None:
         ("g = torch.zeros(3).normal_()", "g", 20, r"draws random numbers"),
         ("g = next(it)", "g", 20, r"calls next\(\), which advances an iterator"),
         ("g = sum(len(b) for b in loader)", "g", 20, r"iterates over loader, which the recorded"),
+        (
+            "g = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)",
+            "g",
+            20,
+            r"calls `torch.nn.utils.clip_grad_norm_\(\)`",
+        ),
     ],
 )
 def test_new_statements_that_change_recorded_state_or_draw_randomness_are_refused(
@@ -549,6 +555,9 @@ def test_a_helper_before_the_outer_loop_keeps_the_per_epoch_early_exit() -> None
         "g = [p.detach().clone() for p in model.parameters()]",
         "g = {k: v.norm().item() for k, v in model.state_dict().items()}",
         "g = sorted(hist)",
+        # Clipping to an infinite bound scales by exactly 1.0: the usual way to read the norm.
+        "g = torch.nn.utils.clip_grad_norm_(model.parameters(), torch.inf)",
+        'g = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=float("inf"))',
     ],
 )
 def test_reading_new_statements_are_not_refused(new: str) -> None:
