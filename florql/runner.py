@@ -133,13 +133,18 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     rs.start()
     session_mod.install(rs)
     saved_cwd = os.getcwd()
+    box, watch = _isolation(task, [task.get("cwd") or saved_cwd, *rs.extra_path()])
     try:
         os.chdir(task.get("cwd") or saved_cwd)
-        outcome = run_script(task["script"], task.get("argv") or [task["script"]], rs.extra_path())
+        with box:
+            outcome = run_script(
+                task["script"], task.get("argv") or [task["script"]], rs.extra_path()
+            )
     finally:
         os.chdir(saved_cwd)
         session_mod.install(None)
     result = rs.finish(outcome.error)
+    result["warnings"] = [*result.get("warnings", []), *watch.warnings()]
     path = task.get("result_path")
     if path:
         tmp = path + ".tmp"
@@ -147,3 +152,20 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
             json.dump(result, f)
         os.replace(tmp, path)
     return result
+
+
+def _isolation(task: dict[str, Any], folders: list[str]) -> tuple[Any, Any]:
+    """The sandbox the replayed script runs in (its file writes go to the task's `scratch`
+    folder, or a fresh temporary one), and a watch on the recorded run's folders that reports
+    what changed anyway (florql/replay/sandbox.py, fingerprint.py)."""
+    import tempfile
+
+    from florql.replay.fingerprint import Watch
+    from florql.replay.sandbox import Sandbox
+
+    scratch = task.get("scratch") or tempfile.mkdtemp(prefix="florql-scratch-")
+    store = os.path.abspath(task["store"])
+    own = [store, scratch]
+    if task.get("result_path"):
+        own.append(os.path.dirname(os.path.abspath(task["result_path"])))
+    return Sandbox(scratch, real=[store]), Watch(folders, exclude=own)

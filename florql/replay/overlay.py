@@ -1,0 +1,392 @@
+"""A copy-on-write view of the file system: what replayed code sees instead of the user's files.
+
+The overlay maps every path it is asked about to the path an operation should really use:
+
+- a write of path P lands in `scratch/fs/<absolute P>`; the first write of a file that already
+  exists and is kept (append, `r+`, chmod) copies it there first;
+- a read of P sees the scratch copy when there is one, else the real file, unless the replay
+  deleted P (or a folder above it): then P does not exist for the replay, and the real file is
+  left where it is (a "whiteout", kept in memory);
+- a folder the replay deleted and then created again is "opaque": the real folder's entries
+  stay hidden under it;
+- listings merge the real folder (minus whiteouts) with its scratch counterpart.
+
+Paths under a "real" root (the store, the scratch area itself, fresh temporary files) are used
+as they are. The overlay calls the unpatched `os`, `io` and `shutil` functions it captured at
+import, so it works the same while `florql.replay.sandbox` has patched them.
+
+Invariants:
+1. Nothing outside a real root is ever created, changed or removed through the overlay.
+2. After a write of P through the overlay, a read of P through it sees that write.
+3. After a delete of P through the overlay, P and everything below it do not exist for reads
+   through it until the replay creates P again.
+
+>>> import tempfile
+>>> from pathlib import Path
+>>> real, scratch = tempfile.mkdtemp(), tempfile.mkdtemp()
+>>> a = os.path.join(real, "a.txt")
+>>> _ = Path(a).write_text("mine")
+>>> ov = Overlay(scratch)
+>>> with open(ov.write_path(a, keep=True), "a") as f:
+...     _ = f.write("+replay")
+>>> Path(ov.read_path(a)).read_text(), Path(a).read_text()
+('mine+replay', 'mine')
+>>> ov.unlink(a)
+>>> ov.exists(a), os.listdir(real), ov.listdir(real)
+(False, ['a.txt'], [])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+import shutil
+import stat
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+# Captured before any patching, so that the overlay itself never goes through the sandbox.
+_open = io.open
+_stat = os.stat
+_lstat = os.lstat
+_mkdir = os.mkdir
+_listdir = os.listdir
+_scandir = os.scandir
+_rename = os.rename
+_unlink = os.unlink
+_rmdir = os.rmdir
+_chmod = os.chmod
+_readlink = os.readlink
+_symlink = os.symlink
+_rmtree = shutil.rmtree
+_move = shutil.move
+
+
+def _error(code: int, path: Any) -> OSError:
+    """The OSError the real call would raise for `path` (named as the caller named it)."""
+    return OSError(code, os.strerror(code), path)
+
+
+def _chain(a: str) -> Iterator[str]:
+    """`a`, its parent, and so on up to the root."""
+    while True:
+        yield a
+        parent = os.path.dirname(a)
+        if parent == a:
+            return
+        a = parent
+
+
+def _lexists(p: str) -> bool:
+    try:
+        _lstat(p)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _isdir(p: str) -> bool:
+    try:
+        return stat.S_ISDIR(_stat(p).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+class Overlay:
+    """The copy-on-write view; see the module docstring for the rules.
+
+    Args:
+        scratch: a folder this overlay owns; its files go under `scratch/fs`.
+        real: paths (files or folders) used in place, never redirected.
+    """
+
+    def __init__(self, scratch: str, real: Iterable[str] = ()) -> None:
+        self.scratch = os.path.abspath(scratch)
+        self.root = os.path.join(self.scratch, "fs")
+        os.makedirs(self.root, exist_ok=True)
+        self._real: set[str] = set()
+        for p in [self.scratch, *real]:
+            self.add_real(p)
+        self._gone: set[str] = set()  # whiteouts: deleted by the replay, real file kept
+        self._opaque: set[str] = set()  # re-created after a delete: real entries below hidden
+        self.touched = False  # nothing written or deleted yet: every read is a real read
+
+    # --- where a path lives ------------------------------------------------------------------
+
+    def add_real(self, path: str) -> None:
+        """Use `path` and everything below it in place from now on."""
+        a = os.path.abspath(path)
+        self._real.add(a)
+        self._real.add(os.path.realpath(a))
+
+    def is_real(self, a: str) -> bool:
+        """Whether absolute path `a` lies under a real root."""
+        return any(x in self._real for x in _chain(a))
+
+    def scratch_of(self, a: str) -> str:
+        """Where absolute path `a` lives in the scratch area."""
+        return self.root + a
+
+    def hidden(self, a: str) -> bool:
+        """Whether the replay deleted `a` (or a folder above it) without re-creating it."""
+        if not (self._gone or self._opaque):
+            return False
+        return any(x in self._gone or (i and x in self._opaque) for i, x in enumerate(_chain(a)))
+
+    def _real_visible(self, a: str) -> bool:
+        return not self.hidden(a) and _lexists(a)
+
+    def exists(self, path: str) -> bool:
+        """Whether `path` exists in the replay's view."""
+        a = os.path.abspath(path)
+        return self._real_visible(a) or _lexists(self.scratch_of(a))
+
+    def isdir(self, path: str) -> bool:
+        """Whether `path` is a folder in the replay's view."""
+        a = os.path.abspath(path)
+        s = self.scratch_of(a)
+        if _lexists(s):
+            return _isdir(s)
+        return not self.hidden(a) and _isdir(a)
+
+    # --- reads and writes --------------------------------------------------------------------
+
+    def read_path(self, path: str) -> str:
+        """The path to read or inspect in place of `path`."""
+        if not self.touched:
+            return path
+        a = os.path.abspath(path)
+        if self.is_real(a):
+            return path
+        s = self.scratch_of(a)
+        if _lexists(s) or self.hidden(a):
+            return s  # a hidden path maps to a missing scratch path: "no such file"
+        return path
+
+    def write_path(self, path: str, keep: bool) -> str:
+        """The path to create or change in place of `path`; makes its scratch folder.
+
+        `keep`: the operation keeps existing content (append, `r+`, chmod), so a real file not
+        yet in scratch is copied there first. Raises FileNotFoundError when the folder of
+        `path` does not exist in the replay's view.
+        """
+        a = os.path.abspath(path)
+        if self.is_real(a):
+            return path
+        self.touched = True
+        s = self.scratch_of(a)
+        if not _lexists(s):
+            self._make_parent(a, path)
+            if keep and self._real_visible(a):
+                if _isdir(a):  # a folder's entries stay merged in the view: no copy
+                    self._materialize(a)
+                else:
+                    self._copy_up(a, s)
+        self._created(a)
+        return s
+
+    def _make_parent(self, a: str, path: str) -> None:
+        parent = os.path.dirname(a)
+        if not self.isdir(parent):
+            raise _error(errno.ENOENT, path)
+        self._materialize(parent)
+
+    def _materialize(self, a: str) -> None:
+        """Make the scratch folder of `a`, a folder in the replay's view, and its parents."""
+        missing = []
+        for x in _chain(a):
+            if _isdir(self.scratch_of(x)):
+                break
+            missing.append(x)
+        for x in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                _mkdir(self.scratch_of(x))
+
+    def _created(self, a: str) -> None:
+        if a in self._gone:
+            self._gone.discard(a)
+            self._opaque.add(a)  # whatever the real folder held stays deleted
+
+    def _copy_up(self, a: str, s: str) -> None:
+        """Copy the visible content of real `a` to scratch path `s` (a folder: its whole visible
+        tree, which only a rename needs)."""
+        if os.path.islink(a):
+            if not _lexists(s):
+                _symlink(_readlink(a), s)
+        elif _isdir(a):
+            if not _lexists(s):
+                _mkdir(s)
+            if a in self._opaque:
+                return
+            for name in _listdir(a):
+                child = os.path.join(a, name)
+                if child not in self._gone:
+                    self._copy_up(child, self.scratch_of(child))
+        elif not _lexists(s):
+            with _open(a, "rb") as src, _open(s, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            _chmod(s, stat.S_IMODE(_stat(a).st_mode))
+
+    # --- operations that change the view ------------------------------------------------------
+
+    def mkdir(self, path: str, mode: int = 0o777) -> None:
+        a = os.path.abspath(path)
+        if self.exists(a):
+            raise _error(errno.EEXIST, path)
+        self.touched = True
+        self._make_parent(a, path)
+        _mkdir(self.scratch_of(a), mode)
+        self._created(a)
+
+    def unlink(self, path: str) -> None:
+        a = os.path.abspath(path)
+        s = self.scratch_of(a)
+        in_scratch, real = _lexists(s), self._real_visible(a)
+        if not (in_scratch or real):
+            raise _error(errno.ENOENT, path)
+        if (in_scratch and _isdir(s) and not os.path.islink(s)) or (
+            not in_scratch and _isdir(a) and not os.path.islink(a)
+        ):
+            raise _error(errno.EISDIR, path)
+        self.touched = True
+        if in_scratch:
+            _unlink(s)
+        if real:
+            self._gone.add(a)
+
+    def rmdir(self, path: str) -> None:
+        a = os.path.abspath(path)
+        if not self.exists(a):
+            raise _error(errno.ENOENT, path)
+        if not self.isdir(a):
+            raise _error(errno.ENOTDIR, path)
+        if self.listdir(a):
+            raise _error(errno.ENOTEMPTY, path)
+        self._remove_tree(a)
+
+    def rmtree(self, path: str) -> None:
+        a = os.path.abspath(path)
+        if not self.exists(a):
+            raise _error(errno.ENOENT, path)
+        if not self.isdir(a):
+            raise _error(errno.ENOTDIR, path)
+        self._remove_tree(a)
+
+    def _remove_tree(self, a: str) -> None:
+        self.touched = True
+        s = self.scratch_of(a)
+        if _lexists(s):
+            _rmtree(s)
+        if self._real_visible(a):
+            self._gone.add(a)
+
+    def rename(self, src: str, dst: str) -> None:
+        """Move `src` to `dst` in the replay's view (either may lie under a real root)."""
+        a, b = os.path.abspath(src), os.path.abspath(dst)
+        if self.is_real(a) and self.is_real(b):
+            _rename(src, dst)
+            return
+        if not (self.is_real(a) or self.exists(a)):
+            raise _error(errno.ENOENT, src)
+        self.touched = True
+        is_dir = self.isdir(a)
+        from_path = a if self.is_real(a) else self._brought_up(a)
+        to_path = self.write_path(dst, keep=False)
+        try:
+            _rename(from_path, to_path)
+        except OSError as e:
+            if e.errno != errno.EXDEV:  # a real temp file on another file system: copy
+                raise
+            _move(from_path, to_path)
+        if not self.is_real(a) and self._real_visible(a):
+            self._gone.add(a)
+        if is_dir and not self.is_real(b):
+            self._opaque.add(b)  # the moved folder's content replaces whatever was there
+
+    def _brought_up(self, a: str) -> str:
+        s = self.scratch_of(a)
+        if self._real_visible(a) and (not _lexists(s) or _isdir(s)):
+            self._materialize(os.path.dirname(a))
+            self._copy_up(a, s)
+        return s
+
+    # --- listings -----------------------------------------------------------------------------
+
+    def listdir(self, path: str) -> list[str]:
+        """The names in folder `path` in the replay's view (real ones, then the replay's)."""
+        return [name for name, _ in self._entries(path)]
+
+    def scandir(self, path: str) -> list[Any]:
+        """Entries of folder `path` in the replay's view: `os.DirEntry` objects for real
+        entries, `ScratchEntry` objects (the same interface) for the replay's."""
+        out = []
+        real = {e.name: e for e in _scandir(path)} if self._real_listing(path) else {}
+        for name, where in self._entries(path):
+            if where == "real":
+                out.append(real[name])
+            else:
+                s = self.scratch_of(os.path.join(os.path.abspath(path), name))
+                out.append(ScratchEntry(name, os.path.join(path, name), s))
+        return out
+
+    def _real_listing(self, path: str) -> bool:
+        a = os.path.abspath(path)
+        return not self.hidden(a) and a not in self._opaque and _isdir(a)
+
+    def _entries(self, path: str) -> list[tuple[str, str]]:
+        a = os.path.abspath(path)
+        s = self.scratch_of(a)
+        in_scratch = _isdir(s)
+        if _lexists(s) and not in_scratch:
+            raise _error(errno.ENOTDIR, path)
+        real = self._real_listing(path) and not (_lexists(s) and not in_scratch)
+        if not (in_scratch or real):
+            raise _error(errno.ENOTDIR if self.exists(a) else errno.ENOENT, path)
+        mine = _listdir(s) if in_scratch else []
+        shadowed = set(mine)
+        out = []
+        if real:
+            for name in _listdir(a):
+                if name not in shadowed and os.path.join(a, name) not in self._gone:
+                    out.append((name, "real"))
+        out += [(name, "scratch") for name in mine]
+        return out
+
+
+class ScratchEntry:
+    """An `os.DirEntry` look-alike for an entry the replay wrote: `name` and `path` as the
+    caller named the folder, everything else read from the scratch copy."""
+
+    def __init__(self, name: str, path: str, scratch: str) -> None:
+        self.name = name
+        self.path = path
+        self._scratch = scratch
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def __repr__(self) -> str:
+        return f"<ScratchEntry {self.name!r}>"
+
+    def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
+        return (_stat if follow_symlinks else _lstat)(self._scratch)
+
+    def inode(self) -> int:
+        return _lstat(self._scratch).st_ino
+
+    def is_dir(self, *, follow_symlinks: bool = True) -> bool:
+        return self._is(stat.S_ISDIR, follow_symlinks)
+
+    def is_file(self, *, follow_symlinks: bool = True) -> bool:
+        return self._is(stat.S_ISREG, follow_symlinks)
+
+    def is_symlink(self) -> bool:
+        return self._is(stat.S_ISLNK, False)
+
+    def _is(self, test: Any, follow: bool) -> bool:
+        try:
+            return bool(test(self.stat(follow_symlinks=follow).st_mode))
+        except OSError:
+            return False

@@ -1,0 +1,377 @@
+"""Replay never touches the user's files: file writes of replayed code go to a scratch area.
+
+`Sandbox(scratch, real=[store])` used as a context manager routes the Python-level file calls
+of everything that runs inside it through an `Overlay` (florql/replay/overlay.py): writes land
+in the scratch area, reads see the replay's own writes, deletes and renames change only the
+replay's view. Covered: `open`/`io.open` (so `pathlib`, `pickle`, `csv`, `json`, `np.save`,
+`np.savez`, `np.load`, PIL ...), `os.open`, `os.stat`/`lstat`/`access` (so `os.path.exists`,
+`isfile`, `isdir`, `getsize`), `os.listdir`/`scandir` (so `os.walk`, `glob`), `os.mkdir`
+(so `os.makedirs`), `remove`/`unlink`/`rmdir`/`rename`/`replace`/`link`/`symlink`, `chmod`,
+`utime`, `truncate`, the xattr calls, `shutil.rmtree` (and through the above `shutil.copy*`,
+`move`, `copytree`), and `torch.save`/`torch.load` given a path (torch writes those through
+C++; patched when torch is imported, also after entering).
+
+Decisions:
+- Writes under the system temp folder are redirected too (another run's files may live
+  there), except files and folders made by `tempfile` (`mkstemp`, `mkdtemp`,
+  `NamedTemporaryFile`, `TemporaryDirectory`): their names are new and unique, so making them
+  for real cannot overwrite anything, and native code (a DataLoader's sockets) can use them.
+- Paths named in `real` (the store), the scratch area and `/dev`, `/proc`, `/sys` are used in
+  place.
+- Python writes no bytecode caches while inside (they would land beside the user's modules).
+- Not covered (the caller's fingerprint check reports what they change): writes by native code
+  that opens files itself, by subprocesses, and calls given a `dir_fd`.
+
+Leaving the context restores every patched function and removes the scratch area.
+
+>>> import tempfile
+>>> from pathlib import Path
+>>> out = Path(tempfile.mkdtemp()) / "out.txt"
+>>> with Sandbox(tempfile.mkdtemp()):
+...     _ = out.write_text("replayed")
+...     out.read_text()
+'replayed'
+>>> out.exists()
+False
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib.abc
+import importlib.machinery
+import io
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterable
+from types import ModuleType
+from typing import Any
+
+from florql.replay.overlay import Overlay
+
+SYSTEM_REAL = ("/dev", "/proc", "/sys")
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+
+
+class Sandbox:
+    """Routes file calls through an Overlay on `scratch` while entered (not re-entrant).
+
+    Args:
+        scratch: a folder for the replay's files; created if missing, removed on exit.
+        real: paths used in place (the store the replay writes its values to).
+    """
+
+    def __init__(self, scratch: str, real: Iterable[str] = ()) -> None:
+        self.scratch = os.path.abspath(scratch)
+        self.real = [*real, *SYSTEM_REAL]
+        self.overlay: Overlay | None = None
+        self._saved: list[tuple[Any, str, Any]] = []
+        self._finder: _AfterImport | None = None
+        self._torch: list[tuple[str, Any, Any]] = []  # (name, original, wrapper)
+        self._bypass = threading.local()
+        self._bytecode = sys.dont_write_bytecode
+
+    def __enter__(self) -> Sandbox:
+        self.overlay = Overlay(self.scratch, self.real)
+        self._bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+        for target, name, wrapper in self._wrappers():
+            self._patch(target, name, wrapper)
+        if "torch.serialization" in sys.modules:
+            self._patch_torch(sys.modules["torch.serialization"])
+        else:
+            self._finder = _AfterImport("torch.serialization", self._patch_torch)
+            sys.meta_path.insert(0, self._finder)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for target, name, original in reversed(self._saved):
+            setattr(target, name, original)
+        self._saved = []
+        if self._finder is not None and self._finder in sys.meta_path:
+            sys.meta_path.remove(self._finder)
+        torch = sys.modules.get("torch")
+        for name, original, wrapper in self._torch:
+            # torch imported inside the sandbox bound the wrappers itself, without _patch
+            if torch is not None and getattr(torch, name, None) is wrapper:
+                setattr(torch, name, original)
+        self._torch = []
+        sys.dont_write_bytecode = self._bytecode
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def _patch(self, target: Any, name: str, wrapper: Callable) -> None:
+        if hasattr(target, name):
+            self._saved.append((target, name, getattr(target, name)))
+            setattr(target, name, wrapper)
+
+    # --- routing -------------------------------------------------------------------------------
+
+    def _path(self, p: Any) -> str | None:
+        """`p` as a str path when the overlay should route it, else None (fds, file objects,
+        a call made by `tempfile` for a fresh name)."""
+        if isinstance(p, int) or getattr(self._bypass, "on", False):
+            return None
+        try:
+            p = os.fspath(p)
+        except TypeError:
+            return None
+        return os.fsdecode(p) if isinstance(p, bytes) else p
+
+    def read(self, p: Any) -> Any:
+        """The path to read in place of `p` (`p` itself when not routed)."""
+        s = self._path(p)
+        assert self.overlay is not None
+        return p if s is None else self.overlay.read_path(s)
+
+    def write(self, p: Any, keep: bool) -> Any:
+        """The path to write in place of `p` (`p` itself when not routed)."""
+        s = self._path(p)
+        assert self.overlay is not None
+        return p if s is None else self.overlay.write_path(s, keep)
+
+    # --- the wrapped functions -----------------------------------------------------------------
+
+    def _wrappers(self) -> list[tuple[Any, str, Callable]]:
+        out: list[tuple[Any, str, Callable]] = []
+        opened = self._open(io.open)
+        out += [(builtins, "open", opened), (io, "open", opened)]
+        out.append((os, "open", self._os_open(os.open)))
+        for name in ("stat", "lstat", "access", "readlink", "getxattr", "listxattr"):
+            out.append((os, name, self._reading(getattr(os, name, None))))
+        for name in ("chmod", "chown", "utime", "truncate", "setxattr", "removexattr"):
+            out.append((os, name, self._changing(getattr(os, name, None))))
+        ov = self._overlay_call
+        out += [
+            (os, "mkdir", ov(os.mkdir, lambda o, p, mode=0o777: o.mkdir(p, mode))),
+            (os, "remove", ov(os.remove, lambda o, p: o.unlink(p))),
+            (os, "unlink", ov(os.unlink, lambda o, p: o.unlink(p))),
+            (os, "rmdir", ov(os.rmdir, lambda o, p: o.rmdir(p))),
+            (os, "listdir", self._listing(os.listdir)),
+            (os, "scandir", self._scanning(os.scandir)),
+            (os, "rename", self._moving(os.rename)),
+            (os, "replace", self._moving(os.replace)),
+            (os, "link", self._linking(os.link, read_source=True)),
+            (os, "symlink", self._linking(os.symlink, read_source=False)),
+            (shutil, "rmtree", self._rmtree(shutil.rmtree)),
+            (tempfile, "mkdtemp", self._fresh(tempfile.mkdtemp, lambda made: made)),
+            (tempfile, "_mkstemp_inner", self._fresh(tempfile._mkstemp_inner, lambda r: r[1])),  # type: ignore[attr-defined]
+        ]
+        return [(t, n, w) for t, n, w in out if w is not None]
+
+    def _open(self, original: Callable) -> Callable:
+        def open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:  # noqa: A001
+            if any(c in mode for c in "wax+"):
+                file = self.write(file, keep="w" not in mode)
+            else:
+                file = self.read(file)
+            return original(file, mode, *args, **kwargs)
+
+        return open
+
+    def _os_open(self, original: Callable) -> Callable:
+        def os_open(path: Any, flags: int, *args: Any, dir_fd: Any = None, **kw: Any) -> Any:
+            if dir_fd is None:
+                if flags & _WRITE_FLAGS:
+                    path = self.write(path, keep=not flags & os.O_TRUNC)
+                else:
+                    path = self.read(path)
+            return original(path, flags, *args, dir_fd=dir_fd, **kw)
+
+        return os_open
+
+    def _reading(self, original: Callable | None) -> Callable | None:
+        if original is None:
+            return None
+
+        def reading(path: Any, *args: Any, **kw: Any) -> Any:
+            if kw.get("dir_fd") is None:
+                path = self.read(path)
+            return original(path, *args, **kw)
+
+        return reading
+
+    def _changing(self, original: Callable | None) -> Callable | None:
+        if original is None:
+            return None
+
+        def changing(path: Any, *args: Any, **kw: Any) -> Any:
+            if kw.get("dir_fd") is None:
+                path = self.write(path, keep=True)
+            return original(path, *args, **kw)
+
+        return changing
+
+    def _overlay_call(self, original: Callable, call: Callable) -> Callable:
+        """A wrapper that hands routed paths to `call(overlay, path, ...)`."""
+
+        def wrapper(path: Any, *args: Any, **kw: Any) -> Any:
+            p = self._path(path)
+            if p is None or kw.get("dir_fd") is not None or self._is_real(p):
+                return original(path, *args, **kw)
+            kw.pop("dir_fd", None)
+            return call(self.overlay, p, *args, **kw)
+
+        return wrapper
+
+    def _is_real(self, p: str) -> bool:
+        assert self.overlay is not None
+        return self.overlay.is_real(os.path.abspath(p))
+
+    def _listing(self, original: Callable) -> Callable:
+        def listdir(path: Any = ".") -> list:
+            p = self._path(path)
+            assert self.overlay is not None
+            if p is None or not self.overlay.touched or self._is_real(p):
+                return original(path)
+            names = self.overlay.listdir(p)
+            return [os.fsencode(n) for n in names] if isinstance(path, bytes) else names
+
+        return listdir
+
+    def _scanning(self, original: Callable) -> Callable:
+        def scandir(path: Any = ".") -> Any:
+            p = self._path(path)
+            assert self.overlay is not None
+            if p is None or not self.overlay.touched or self._is_real(p) or isinstance(path, bytes):
+                return original(path)
+            return _Listing(self.overlay.scandir(p))
+
+        return scandir
+
+    def _moving(self, original: Callable) -> Callable:
+        def move(src: Any, dst: Any, **kw: Any) -> None:
+            a, b = self._path(src), self._path(dst)
+            if a is None or b is None or any(v is not None for v in kw.values()):
+                return original(src, dst, **kw)
+            assert self.overlay is not None
+            self.overlay.rename(a, b)
+            return None
+
+        return move
+
+    def _linking(self, original: Callable, read_source: bool) -> Callable:
+        def link(src: Any, dst: Any, *args: Any, **kw: Any) -> None:
+            if kw.get("dir_fd") is None and kw.get("src_dir_fd") is None:
+                if read_source:  # a hard link shares the source's bytes: link a copy
+                    src = self.write(src, keep=True)
+                elif os.path.isabs(self._path(src) or ""):
+                    src = self._symlink_target(src)
+                dst = self.write(dst, keep=False)
+            return original(src, dst, *args, **kw)
+
+        return link
+
+    def _symlink_target(self, src: Any) -> Any:
+        """An absolute link target as its scratch copy, so a write through the link stays in
+        the scratch area."""
+        try:
+            return self.write(src, keep=True)
+        except OSError:
+            return src  # dangling target: nothing to write through
+
+    def _rmtree(self, original: Callable) -> Callable:
+        def rmtree(path: Any, ignore_errors: bool = False, onerror: Any = None, **kw: Any) -> None:
+            p = self._path(path)
+            if p is None or kw.get("dir_fd") is not None or self._is_real(p):
+                return original(path, ignore_errors, onerror, **kw)
+            assert self.overlay is not None
+            try:
+                self.overlay.rmtree(p)
+            except OSError:
+                if ignore_errors:
+                    return None
+                if onerror is None:
+                    raise
+                onerror(os.rmdir, path, sys.exc_info())
+            return None
+
+        return rmtree
+
+    def _fresh(self, original: Callable, made: Callable[[Any], str]) -> Callable:
+        """`tempfile` makes a new unique name for real, outside the overlay, and that name is
+        used in place from then on."""
+
+        def fresh(*args: Any, **kw: Any) -> Any:
+            self._bypass.on = True
+            try:
+                result = original(*args, **kw)
+            finally:
+                self._bypass.on = False
+            assert self.overlay is not None
+            self.overlay.add_real(made(result))
+            return result
+
+        return fresh
+
+    # --- torch ---------------------------------------------------------------------------------
+
+    def _patch_torch(self, serialization: ModuleType) -> None:
+        save, load = serialization.save, serialization.load
+
+        def torch_save(obj: Any, f: Any, *args: Any, **kw: Any) -> Any:
+            return save(obj, self.write(f, keep=False), *args, **kw)
+
+        def torch_load(f: Any, *args: Any, **kw: Any) -> Any:
+            return load(self.read(f), *args, **kw)
+
+        self._torch += [("save", save, torch_save), ("load", load, torch_load)]
+        for target in (serialization, sys.modules.get("torch")):
+            if target is not None:
+                self._patch(target, "save", torch_save)
+                self._patch(target, "load", torch_load)
+
+
+class _Listing:
+    """What `os.scandir` returns: an iterator of entries that is also a context manager."""
+
+    def __init__(self, entries: list[Any]) -> None:
+        self._it = iter(entries)
+
+    def __iter__(self) -> _Listing:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._it)
+
+    def __enter__(self) -> _Listing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._it = iter(())
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Calls `then(module)` right after module `name` is first executed (torch imported
+    inside the sandbox: `torch/__init__` binds `torch.save` after `torch.serialization`
+    ran, so it binds the patched function)."""
+
+    def __init__(self, name: str, then: Callable[[ModuleType], None]) -> None:
+        self.name = name
+        self.then = then
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != self.name:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return spec
+        spec.loader = _ThenLoader(spec.loader, self.then)
+        return spec
+
+
+class _ThenLoader(importlib.abc.Loader):
+    def __init__(self, inner: Any, then: Callable[[ModuleType], None]) -> None:
+        self.inner = inner
+        self.then = then
+
+    def create_module(self, spec: Any) -> Any:
+        return self.inner.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self.inner.exec_module(module)
+        self.then(module)
