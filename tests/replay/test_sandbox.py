@@ -81,7 +81,7 @@ def test_a_delete_is_a_whiteout_that_reads_exists_and_listings_respect(user, box
     assert not (user / "out" / "model.pt").exists()
     assert not os.path.exists(user / "out" / "model.pt")
     with pytest.raises(FileNotFoundError):
-        open(user / "out" / "model.pt", "rb")
+        (user / "out" / "model.pt").read_bytes()
     assert sorted(os.listdir(user / "out")) == ["log.csv", "sub"]
     with pytest.raises(FileNotFoundError):
         os.remove(user / "out" / "model.pt")
@@ -131,7 +131,7 @@ def test_rmtree_then_makedirs_hides_the_real_contents(user, box) -> None:
     shutil.rmtree(user / "out")
     assert not (user / "out").exists()
     with pytest.raises(FileNotFoundError):
-        open(user / "out" / "x.txt", "w")  # its folder is gone for the replay
+        (user / "out" / "x.txt").write_text("x")  # its folder is gone for the replay
     os.makedirs(user / "out" / "sub", exist_ok=True)
     assert os.listdir(user / "out") == ["sub"] and os.listdir(user / "out" / "sub") == []
     assert not (user / "out" / "log.csv").exists()
