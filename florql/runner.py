@@ -144,7 +144,7 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
         os.chdir(saved_cwd)
         session_mod.install(None)
     result = rs.finish(outcome.error)
-    result["warnings"] = [*result.get("warnings", []), *watch.warnings()]
+    result["warnings"] = [*result.get("warnings", []), *watch.warnings(task["run_id"])]
     path = task.get("result_path")
     if path:
         tmp = path + ".tmp"

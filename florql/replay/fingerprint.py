@@ -82,7 +82,7 @@ class Watch:
         """Files that differ now from when the watch was made."""
         return differences(self.before, take(self.roots, self.exclude, self.limit), self.limit)
 
-    def warnings(self) -> list[str]:
+    def warnings(self, run_id: str) -> list[str]:
         """[] when nothing changed, else one warning naming the changed files."""
         changed = self.changed()
         if not changed:
@@ -90,8 +90,8 @@ class Watch:
         named = ", ".join(changed[:SHOWN])
         more = f" and {len(changed) - SHOWN} more" if len(changed) > SHOWN else ""
         return [
-            f"files in the recorded run's folders changed while the replay ran: {named}{more}; "
+            f"files in the folders of run {run_id} changed while the replay ran: {named}{more}; "
             "florql redirects the replayed script's Python file writes to a scratch area, but "
-            "not writes by native code or subprocesses (or another program); check those files "
+            "not writes by native code or subprocesses (or another program): check those files "
             "before relying on them"
         ]

@@ -26,15 +26,17 @@ def test_a_changed_added_or_removed_file_is_named(tmp_path: Path) -> None:
     assert watch.changed() == sorted(
         [str(f / "new.onnx"), str(f / "out" / "model.pt"), str(f / "train.py")]
     )
-    (warning,) = watch.warnings()
-    assert "new.onnx" in warning and "native code or subprocesses" in warning
+    (warning,) = watch.warnings("r1")
+    assert (
+        "run r1" in warning and "new.onnx" in warning and "native code or subprocesses" in warning
+    )
 
 
 def test_nothing_changed_gives_no_warning(tmp_path: Path) -> None:
     f = _folder(tmp_path)
     watch = Watch([str(f), str(f / "out")])  # overlapping roots are fine
     (f / "out" / "model.pt").read_bytes()
-    assert watch.changed() == [] and watch.warnings() == []
+    assert watch.changed() == [] and watch.warnings("r1") == []
 
 
 def test_excluded_folders_are_not_watched(tmp_path: Path) -> None:

@@ -179,7 +179,7 @@ import florql
 
 model = torch.nn.Linear(2, 1)
 florql.checkpointing(model=model)
-for epoch in florql.loop("epoch", range(2)):
+for epoch in florql.loop("epoch", range(4)):
     for step in florql.loop("step", range(3)):
         time.sleep(0.01)
     florql.log("w", float(model.weight.sum()))
@@ -198,4 +198,5 @@ def test_a_write_florql_cannot_redirect_is_reported_by_name(tmp_path: Path) -> N
     r = florql_cli("query", "--store", str(tmp_path / "store"), "SELECT rc FROM logs", cwd=folder)
     assert r.returncode == 0, r.stderr
     assert "changed while the replay ran" in r.stderr and "native_output.txt" in r.stderr
+    assert r.stderr.count("native_output.txt") == 1  # said once, not once per worker
     assert os.path.exists(folder / "native_output.txt")  # what the warning is about
