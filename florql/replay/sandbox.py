@@ -73,9 +73,13 @@ class Sandbox:
         self._torch: list[tuple[str, Any, Any]] = []  # (name, original, wrapper)
         self._bypass = threading.local()
         self._bytecode = sys.dont_write_bytecode
+        # A module imported inside may keep a wrapper after exit (`from builtins import open`):
+        # outside, every wrapper calls through to the original.
+        self._active = False
 
     def __enter__(self) -> Sandbox:
         self.overlay = Overlay(self.scratch, self.real)
+        self._active = True
         self._bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
         for target, name, wrapper in self._wrappers():
             self._patch(target, name, wrapper)
@@ -87,6 +91,7 @@ class Sandbox:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._active = False
         for target, name, original in reversed(self._saved):
             setattr(target, name, original)
         self._saved = []
@@ -111,7 +116,7 @@ class Sandbox:
     def _path(self, p: Any) -> str | None:
         """`p` as a str path when the overlay should route it, else None (fds, file objects,
         a call made by `tempfile` for a fresh name)."""
-        if isinstance(p, int) or getattr(self._bypass, "on", False):
+        if isinstance(p, int) or not self._active or getattr(self._bypass, "on", False):
             return None
         try:
             p = os.fspath(p)
@@ -339,6 +344,7 @@ class _Listing:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._active = False
         self.close()
 
     def close(self) -> None:

@@ -223,6 +223,19 @@ def test_leaving_restores_every_patched_function(tmp_path: Path) -> None:
     assert after == before
 
 
+def test_a_wrapper_kept_past_exit_calls_straight_through(tmp_path: Path) -> None:
+    # A module imported inside may hold `open` itself (`from builtins import open`).
+    import builtins
+
+    with Sandbox(str(tmp_path / "scratch")):
+        kept_open, kept_remove = builtins.open, os.remove
+    with kept_open(tmp_path / "after.txt", "w") as f:
+        f.write("real")
+    assert (tmp_path / "after.txt").read_text() == "real"
+    kept_remove(tmp_path / "after.txt")
+    assert not (tmp_path / "after.txt").exists()
+
+
 def test_torch_imported_inside_the_sandbox_is_patched_too(tmp_path: Path) -> None:
     # A fresh worker imports torch only when the script does, after the sandbox is entered.
     user = tmp_path / "user"
