@@ -160,8 +160,12 @@ class Sandbox:
             (os, "link", self._linking(os.link, read_source=True)),
             (os, "symlink", self._linking(os.symlink, read_source=False)),
             (shutil, "rmtree", self._rmtree(shutil.rmtree)),
-            (tempfile, "mkdtemp", self._fresh(tempfile.mkdtemp, lambda made: made)),
-            (tempfile, "_mkstemp_inner", self._fresh(tempfile._mkstemp_inner, lambda r: r[1])),  # type: ignore[attr-defined]
+            (tempfile, "mkdtemp", self._fresh(tempfile.mkdtemp, _mkdtemp_dir, lambda r: r)),
+            (
+                tempfile,
+                "_mkstemp_inner",  # behind mkstemp and NamedTemporaryFile
+                self._fresh(tempfile._mkstemp_inner, _mkstemp_dir, lambda r: r[1]),  # type: ignore[attr-defined]
+            ),
         ]
         return [(t, n, w) for t, n, w in out if w is not None]
 
@@ -294,11 +298,17 @@ class Sandbox:
 
         return rmtree
 
-    def _fresh(self, original: Callable, made: Callable[[Any], str]) -> Callable:
-        """`tempfile` makes a new unique name for real, outside the overlay, and that name is
-        used in place from then on."""
+    def _fresh(
+        self, original: Callable, folder: Callable[..., Any], made: Callable[[Any], str]
+    ) -> Callable:
+        """`tempfile` makes a new unique name in the system temp folder for real, outside the
+        overlay, and that name is used in place from then on. One asked for in another folder
+        (`dir=`, perhaps the user's) goes through the overlay like any other write."""
 
         def fresh(*args: Any, **kw: Any) -> Any:
+            where = folder(*args, **kw)
+            if where is not None and os.path.abspath(where) != tempfile.gettempdir():
+                return original(*args, **kw)
             self._bypass.on = True
             try:
                 result = original(*args, **kw)
@@ -326,6 +336,14 @@ class Sandbox:
             if target is not None:
                 self._patch(target, "save", torch_save)
                 self._patch(target, "load", torch_load)
+
+
+def _mkdtemp_dir(suffix: Any = None, prefix: Any = None, dir: Any = None) -> Any:  # noqa: A002
+    return dir
+
+
+def _mkstemp_dir(dir: Any, *args: Any, **kw: Any) -> Any:  # noqa: A002
+    return dir
 
 
 class _Listing:

@@ -191,9 +191,12 @@ def test_system_temp_writes_are_redirected_but_tempfile_names_are_real(tmp_path,
     with tempfile.NamedTemporaryFile(dir=made, delete=False) as f:
         f.write(b"x")
     (Path(made) / "inner.txt").write_text("real")
+    mine = tempfile.mkdtemp(dir=tmp_path)  # in a folder the caller chose: redirected
+    assert os.path.isdir(mine)
     box.__exit__(None, None, None)  # leave early to look at the real folders
     try:
         assert not guessed.exists()  # another run's file of that name would be intact
+        assert not os.path.exists(mine)
         assert (Path(made) / "inner.txt").read_text() == "real"
         assert Path(f.name).read_bytes() == b"x"
     finally:
