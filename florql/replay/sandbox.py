@@ -8,8 +8,8 @@ replay's view. Covered: `open`/`io.open` (so `pathlib`, `pickle`, `csv`, `json`,
 `isfile`, `isdir`, `getsize`), `os.listdir`/`scandir` (so `os.walk`, `glob`), `os.mkdir`
 (so `os.makedirs`), `remove`/`unlink`/`rmdir`/`rename`/`replace`/`link`/`symlink`, `chmod`,
 `utime`, `truncate`, the xattr calls, `shutil.rmtree` (and through the above `shutil.copy*`,
-`move`, `copytree`), and `torch.save`/`torch.load` given a path (torch writes those through
-C++; patched when torch is imported, also after entering).
+`move`, `copytree`), and `torch.save`/`load` and `torch.jit.save`/`load` given a path
+(torch opens those in C++; patched when torch is imported, also after entering).
 
 Decisions:
 - Writes under the system temp folder are redirected too (another run's files may live
@@ -53,6 +53,14 @@ from typing import Any
 from florql.replay.overlay import Overlay
 
 SYSTEM_REAL = ("/dev", "/proc", "/sys")
+
+# Functions that hand a path to native code, which opens it itself: by defining module, the
+# package that re-exports them, and per function (name, position and keyword of the path
+# argument, whether it writes).
+NATIVE_PATH_CALLS: dict[str, tuple[str, list[tuple[str, int, str, bool]]]] = {
+    "torch.serialization": ("torch", [("save", 1, "f", True), ("load", 0, "f", False)]),
+    "torch.jit._serialization": ("torch.jit", [("save", 1, "f", True), ("load", 0, "f", False)]),
+}
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 
 
@@ -70,7 +78,7 @@ class Sandbox:
         self.overlay: Overlay | None = None
         self._saved: list[tuple[Any, str, Any]] = []
         self._finder: _AfterImport | None = None
-        self._torch: list[tuple[str, Any, Any]] = []  # (name, original, wrapper)
+        self._reexported: list[tuple[str, str, Any, Any]] = []  # (package, name, orig, wrapper)
         self._bypass = threading.local()
         self._bytecode = sys.dont_write_bytecode
         # A module imported inside may keep a wrapper after exit (`from builtins import open`):
@@ -83,10 +91,14 @@ class Sandbox:
         self._bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
         for target, name, wrapper in self._wrappers():
             self._patch(target, name, wrapper)
-        if "torch.serialization" in sys.modules:
-            self._patch_torch(sys.modules["torch.serialization"])
-        else:
-            self._finder = _AfterImport("torch.serialization", self._patch_torch)
+        later = set()
+        for name in NATIVE_PATH_CALLS:
+            if name in sys.modules:
+                self._patch_native(sys.modules[name])
+            else:
+                later.add(name)
+        if later:
+            self._finder = _AfterImport(later, self._patch_native)
             sys.meta_path.insert(0, self._finder)
         return self
 
@@ -97,12 +109,11 @@ class Sandbox:
         self._saved = []
         if self._finder is not None and self._finder in sys.meta_path:
             sys.meta_path.remove(self._finder)
-        torch = sys.modules.get("torch")
-        for name, original, wrapper in self._torch:
-            # torch imported inside the sandbox bound the wrappers itself, without _patch
-            if torch is not None and getattr(torch, name, None) is wrapper:
-                setattr(torch, name, original)
-        self._torch = []
+        for package, name, original, wrapper in self._reexported:
+            # a package imported inside the sandbox bound the wrapper itself, without _patch
+            if getattr(sys.modules.get(package), name, None) is wrapper:
+                setattr(sys.modules[package], name, original)
+        self._reexported = []
         sys.dont_write_bytecode = self._bytecode
         shutil.rmtree(self.scratch, ignore_errors=True)
 
@@ -320,22 +331,32 @@ class Sandbox:
 
         return fresh
 
-    # --- torch ---------------------------------------------------------------------------------
+    # --- native code given a path -------------------------------------------------------------
 
-    def _patch_torch(self, serialization: ModuleType) -> None:
-        save, load = serialization.save, serialization.load
+    def _patch_native(self, module: ModuleType) -> None:
+        package, calls = NATIVE_PATH_CALLS[module.__name__]
+        for name, index, keyword, writes in calls:
+            original = getattr(module, name, None)
+            if original is None:
+                continue
+            wrapper = self._path_argument(original, index, keyword, writes)
+            self._reexported.append((package, name, original, wrapper))
+            for target in (module, sys.modules.get(package)):
+                if target is not None:
+                    self._patch(target, name, wrapper)
 
-        def torch_save(obj: Any, f: Any, *args: Any, **kw: Any) -> Any:
-            return save(obj, self.write(f, keep=False), *args, **kw)
+    def _path_argument(self, original: Callable, index: int, keyword: str, writes: bool) -> Any:
+        def route(p: Any) -> Any:
+            return self.write(p, keep=False) if writes else self.read(p)
 
-        def torch_load(f: Any, *args: Any, **kw: Any) -> Any:
-            return load(self.read(f), *args, **kw)
+        def call(*args: Any, **kw: Any) -> Any:
+            if keyword in kw:
+                kw[keyword] = route(kw[keyword])
+            elif len(args) > index:
+                args = (*args[:index], route(args[index]), *args[index + 1 :])
+            return original(*args, **kw)
 
-        self._torch += [("save", save, torch_save), ("load", load, torch_load)]
-        for target in (serialization, sys.modules.get("torch")):
-            if target is not None:
-                self._patch(target, "save", torch_save)
-                self._patch(target, "load", torch_load)
+        return call
 
 
 def _mkdtemp_dir(suffix: Any = None, prefix: Any = None, dir: Any = None) -> Any:  # noqa: A002
@@ -370,16 +391,16 @@ class _Listing:
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):
-    """Calls `then(module)` right after module `name` is first executed (torch imported
-    inside the sandbox: `torch/__init__` binds `torch.save` after `torch.serialization`
-    ran, so it binds the patched function)."""
+    """Calls `then(module)` right after one of the modules `names` is first executed (torch
+    imported inside the sandbox: `torch/__init__` binds `torch.save` after
+    `torch.serialization` ran, so it binds the patched function)."""
 
-    def __init__(self, name: str, then: Callable[[ModuleType], None]) -> None:
-        self.name = name
+    def __init__(self, names: set[str], then: Callable[[ModuleType], None]) -> None:
+        self.names = names
         self.then = then
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != self.name:
+        if fullname not in self.names:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None:

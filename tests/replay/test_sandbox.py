@@ -178,9 +178,20 @@ def test_torch_save_and_load_of_a_path_go_through_the_overlay(user, box) -> None
     assert torch.load(user / "out" / "model.pt")["w"].tolist() == [0.0, 1.0, 2.0, 3.0]
     torch.save(torch.ones(2), str(user / "out" / "t.pt"))
     assert torch.load(str(user / "out" / "t.pt"), mmap=True).tolist() == [1.0, 1.0]
+    torch.save(obj=torch.ones(1), f=user / "out" / "kw.pt")  # the path given by keyword
+    assert torch.load(f=user / "out" / "kw.pt").tolist() == [1.0]
     buf = io.BytesIO()  # file objects pass through untouched
     torch.save(torch.zeros(1), buf)
     assert torch.load(io.BytesIO(buf.getvalue())).tolist() == [0.0]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated, still used
+def test_torch_jit_save_and_load_of_a_path_go_through_the_overlay(user, box) -> None:
+    import torch
+
+    scripted = torch.jit.script(torch.nn.Linear(2, 1))
+    torch.jit.save(scripted, str(user / "out" / "model.jit"))  # C++ opens the file
+    assert torch.jit.load(str(user / "out" / "model.jit")).weight.shape == (1, 2)
 
 
 def test_system_temp_writes_are_redirected_but_tempfile_names_are_real(tmp_path, box) -> None:
@@ -219,11 +230,12 @@ def test_leaving_restores_every_patched_function(tmp_path: Path) -> None:
     import torch
 
     before = (builtins.open, io.open, os.stat, os.listdir, shutil.rmtree, torch.save, torch.load)
+    jit = (torch.jit.save, torch.jit._serialization.save)
     with Sandbox(str(tmp_path / "scratch")):
         assert builtins.open is not before[0] and torch.save is not before[5]
         assert sys.dont_write_bytecode
     after = (builtins.open, io.open, os.stat, os.listdir, shutil.rmtree, torch.save, torch.load)
-    assert after == before
+    assert after == before and (torch.jit.save, torch.jit._serialization.save) == jit
 
 
 def test_a_wrapper_kept_past_exit_calls_straight_through(tmp_path: Path) -> None:
@@ -251,7 +263,8 @@ def test_torch_imported_inside_the_sandbox_is_patched_too(tmp_path: Path) -> Non
         "    import torch\n"
         f"    torch.save(torch.ones(3), {str(user / 'm.pt')!r})\n"
         f"    print(torch.load({str(user / 'm.pt')!r}).sum().item())\n"
-        "print(torch.save is torch.serialization.save)\n"
+        "print(torch.save is torch.serialization.save and torch.load is torch.serialization.load"
+        " and torch.jit.save is torch.jit._serialization.save)\n"
     )
     r = subprocess.run(
         [sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=120
