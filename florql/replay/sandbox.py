@@ -139,13 +139,15 @@ class Sandbox:
         """The path to read in place of `p` (`p` itself when not routed)."""
         s = self._path(p)
         assert self.overlay is not None
-        return p if s is None else self.overlay.read_path(s)
+        mapped = s if s is None else self.overlay.read_path(s)
+        return p if mapped == s else mapped  # unchanged: the caller's own object (bytes stay bytes)
 
     def write(self, p: Any, keep: bool) -> Any:
         """The path to write in place of `p` (`p` itself when not routed)."""
         s = self._path(p)
         assert self.overlay is not None
-        return p if s is None else self.overlay.write_path(s, keep)
+        mapped = s if s is None else self.overlay.write_path(s, keep)
+        return p if mapped == s else mapped
 
     # --- the wrapped functions -----------------------------------------------------------------
 
