@@ -321,7 +321,7 @@ class Overlay:
     def scandir(self, path: str) -> list[Any]:
         """Entries of folder `path` in the replay's view: `os.DirEntry` objects for real
         entries, `ScratchEntry` objects (the same interface) for the replay's."""
-        out = []
+        out: list[Any] = []
         real = {e.name: e for e in _scandir(path)} if self._real_listing(path) else {}
         for name, where in self._entries(path):
             if where == "real":

@@ -152,7 +152,7 @@ class Sandbox:
     # --- the wrapped functions -----------------------------------------------------------------
 
     def _wrappers(self) -> list[tuple[Any, str, Callable]]:
-        out: list[tuple[Any, str, Callable]] = []
+        out: list[tuple[Any, str, Callable | None]] = []  # None: not on this platform
         opened = self._open(io.open)
         out += [(builtins, "open", opened), (io, "open", opened)]
         out.append((os, "open", self._os_open(os.open)))
