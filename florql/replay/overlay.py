@@ -60,8 +60,6 @@ _rmdir = os.rmdir
 _chmod = os.chmod
 _readlink = os.readlink
 _symlink = os.symlink
-_rmtree = shutil.rmtree
-_move = shutil.move
 
 
 def _error(code: int, path: Any) -> OSError:
@@ -87,6 +85,29 @@ def _lexists(p: str) -> bool:
     return True
 
 
+def _islink(p: str) -> bool:
+    try:
+        return stat.S_ISLNK(_lstat(p).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def _remove_all(p: str) -> None:
+    """Remove scratch path `p` and everything below it (shutil.rmtree would go through the
+    patched functions, which map scratch paths back into the overlay)."""
+    if _islink(p) or not _isdir(p):
+        _unlink(p)
+        return
+    with _scandir(p) as it:
+        entries = list(it)
+    for e in entries:
+        if e.is_dir(follow_symlinks=False):
+            _remove_all(e.path)
+        else:
+            _unlink(e.path)
+    _rmdir(p)
+
+
 def _isdir(p: str) -> bool:
     try:
         return stat.S_ISDIR(_stat(p).st_mode)
@@ -105,7 +126,7 @@ class Overlay:
     def __init__(self, scratch: str, real: Iterable[str] = ()) -> None:
         self.scratch = os.path.abspath(scratch)
         self.root = os.path.join(self.scratch, "fs")
-        os.makedirs(self.root, exist_ok=True)
+        os.makedirs(self.root, exist_ok=True)  # made before the sandbox patches anything
         self._real: set[str] = set()
         for p in [self.scratch, *real]:
             self.add_real(p)
@@ -121,9 +142,20 @@ class Overlay:
         self._real.add(a)
         self._real.add(os.path.realpath(a))
 
-    def is_real(self, a: str) -> bool:
-        """Whether absolute path `a` lies under a real root."""
-        return any(x in self._real for x in _chain(a))
+    def is_real(self, path: str) -> bool:
+        """Whether `path` lies under a real root."""
+        return any(x in self._real for x in _chain(self.user_path(path)))
+
+    def user_path(self, path: str) -> str:
+        """The absolute path `path` stands for in the replay's view: a path into the scratch
+        area (a folder made current there, a path the overlay handed out) is the user's path
+        it holds the replay's version of, so that mapping it again gives the same answer."""
+        a = os.path.abspath(path)
+        if a == self.root:
+            return os.sep
+        if a.startswith(self.root + os.sep):
+            return a[len(self.root) :]
+        return a
 
     def scratch_of(self, a: str) -> str:
         """Where absolute path `a` lives in the scratch area."""
@@ -140,12 +172,12 @@ class Overlay:
 
     def exists(self, path: str) -> bool:
         """Whether `path` exists in the replay's view."""
-        a = os.path.abspath(path)
+        a = self.user_path(path)
         return self._real_visible(a) or _lexists(self.scratch_of(a))
 
     def isdir(self, path: str) -> bool:
         """Whether `path` is a folder in the replay's view."""
-        a = os.path.abspath(path)
+        a = self.user_path(path)
         s = self.scratch_of(a)
         if _lexists(s):
             return _isdir(s)
@@ -157,13 +189,25 @@ class Overlay:
         """The path to read or inspect in place of `path`."""
         if not self.touched:
             return path
-        a = os.path.abspath(path)
+        a = self.user_path(path)
         if self.is_real(a):
             return path
         s = self.scratch_of(a)
         if _lexists(s) or self.hidden(a):
             return s  # a hidden path maps to a missing scratch path: "no such file"
-        return path
+        return path if a == os.path.abspath(path) else a
+
+    def folder_path(self, path: str) -> str:
+        """The folder to make current in place of `path`: the real one while it is visible,
+        else the replay's own (relative paths then resolve inside the scratch area, and
+        `user_path` maps them back)."""
+        a = self.user_path(path)
+        if self.is_real(a) or (not self.hidden(a) and _isdir(a)):
+            return a
+        s = self.scratch_of(a)
+        if _isdir(s):
+            return s
+        raise _error(errno.ENOTDIR if self.exists(a) else errno.ENOENT, path)
 
     def write_path(self, path: str, keep: bool) -> str:
         """The path to create or change in place of `path`; makes its scratch folder.
@@ -172,7 +216,7 @@ class Overlay:
         yet in scratch is copied there first. Raises FileNotFoundError when the folder of
         `path` does not exist in the replay's view.
         """
-        a = os.path.abspath(path)
+        a = self.user_path(path)
         if self.is_real(a):
             return path
         self.touched = True
@@ -212,7 +256,7 @@ class Overlay:
     def _copy_up(self, a: str, s: str) -> None:
         """Copy the visible content of real `a` to scratch path `s` (a folder: its whole visible
         tree, which only a rename needs)."""
-        if os.path.islink(a):
+        if _islink(a):
             if not _lexists(s):
                 _symlink(_readlink(a), s)
         elif _isdir(a):
@@ -232,7 +276,7 @@ class Overlay:
     # --- operations that change the view ------------------------------------------------------
 
     def mkdir(self, path: str, mode: int = 0o777) -> None:
-        a = os.path.abspath(path)
+        a = self.user_path(path)
         if self.exists(a):
             raise _error(errno.EEXIST, path)
         self.touched = True
@@ -241,13 +285,13 @@ class Overlay:
         self._created(a)
 
     def unlink(self, path: str) -> None:
-        a = os.path.abspath(path)
+        a = self.user_path(path)
         s = self.scratch_of(a)
         in_scratch, real = _lexists(s), self._real_visible(a)
         if not (in_scratch or real):
             raise _error(errno.ENOENT, path)
-        if (in_scratch and _isdir(s) and not os.path.islink(s)) or (
-            not in_scratch and _isdir(a) and not os.path.islink(a)
+        if (in_scratch and _isdir(s) and not _islink(s)) or (
+            not in_scratch and _isdir(a) and not _islink(a)
         ):
             raise _error(errno.EISDIR, path)
         self.touched = True
@@ -257,7 +301,7 @@ class Overlay:
             self._gone.add(a)
 
     def rmdir(self, path: str) -> None:
-        a = os.path.abspath(path)
+        a = self.user_path(path)
         if not self.exists(a):
             raise _error(errno.ENOENT, path)
         if not self.isdir(a):
@@ -267,7 +311,7 @@ class Overlay:
         self._remove_tree(a)
 
     def rmtree(self, path: str) -> None:
-        a = os.path.abspath(path)
+        a = self.user_path(path)
         if not self.exists(a):
             raise _error(errno.ENOENT, path)
         if not self.isdir(a):
@@ -278,15 +322,15 @@ class Overlay:
         self.touched = True
         s = self.scratch_of(a)
         if _lexists(s):
-            _rmtree(s)
+            _remove_all(s)
         if self._real_visible(a):
             self._gone.add(a)
 
     def rename(self, src: str, dst: str) -> None:
         """Move `src` to `dst` in the replay's view (either may lie under a real root)."""
-        a, b = os.path.abspath(src), os.path.abspath(dst)
+        a, b = self.user_path(src), self.user_path(dst)
         if self.is_real(a) and self.is_real(b):
-            _rename(src, dst)
+            _rename(a, b)
             return
         if not (self.is_real(a) or self.exists(a)):
             raise _error(errno.ENOENT, src)
@@ -297,9 +341,12 @@ class Overlay:
         try:
             _rename(from_path, to_path)
         except OSError as e:
-            if e.errno != errno.EXDEV:  # a real temp file on another file system: copy
+            if e.errno != errno.EXDEV or _isdir(from_path):
                 raise
-            _move(from_path, to_path)
+            # a real temp file on another file system than the scratch area: copy it over
+            with _open(from_path, "rb") as f_in, _open(to_path, "wb") as f_out:
+                shutil.copyfileobj(f_in, f_out, 1 << 20)
+            _unlink(from_path)
         if not self.is_real(a) and self._real_visible(a):
             self._gone.add(a)
         if is_dir and not self.is_real(b):
@@ -327,16 +374,16 @@ class Overlay:
             if where == "real":
                 out.append(real[name])
             else:
-                s = self.scratch_of(os.path.join(os.path.abspath(path), name))
+                s = self.scratch_of(os.path.join(self.user_path(path), name))
                 out.append(ScratchEntry(name, os.path.join(path, name), s))
         return out
 
     def _real_listing(self, path: str) -> bool:
-        a = os.path.abspath(path)
+        a = self.user_path(path)
         return not self.hidden(a) and a not in self._opaque and _isdir(a)
 
     def _entries(self, path: str) -> list[tuple[str, str]]:
-        a = os.path.abspath(path)
+        a = self.user_path(path)
         s = self.scratch_of(a)
         in_scratch = _isdir(s)
         if _lexists(s) and not in_scratch:

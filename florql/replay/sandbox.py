@@ -167,6 +167,7 @@ class Sandbox:
             (os, "unlink", ov(os.unlink, lambda o, p: o.unlink(p))),
             (os, "rmdir", ov(os.rmdir, lambda o, p: o.rmdir(p))),
             (os, "listdir", self._listing(os.listdir)),
+            (os, "chdir", self._chdir(os.chdir)),
             (os, "scandir", self._scanning(os.scandir)),
             (os, "rename", self._moving(os.rename)),
             (os, "replace", self._moving(os.replace)),
@@ -239,7 +240,7 @@ class Sandbox:
 
     def _is_real(self, p: str) -> bool:
         assert self.overlay is not None
-        return self.overlay.is_real(os.path.abspath(p))
+        return self.overlay.is_real(p)
 
     def _listing(self, original: Callable) -> Callable:
         def listdir(path: Any = ".") -> list:
@@ -251,6 +252,14 @@ class Sandbox:
             return [os.fsencode(n) for n in names] if isinstance(path, bytes) else names
 
         return listdir
+
+    def _chdir(self, original: Callable) -> Callable:
+        def chdir(path: Any) -> None:
+            p = self._path(path)
+            assert self.overlay is not None
+            original(path if p is None else self.overlay.folder_path(p))
+
+        return chdir
 
     def _scanning(self, original: Callable) -> Callable:
         def scandir(path: Any = ".") -> Any:

@@ -140,6 +140,27 @@ def test_rmtree_then_makedirs_hides_the_real_contents(user, box) -> None:
         shutil.rmtree(user / "nope")
 
 
+def test_a_folder_made_by_the_replay_can_be_made_current(user, box) -> None:
+    # Hydra-style: make a run folder, change into it, write relative paths there.
+    saved = os.getcwd()
+    os.chdir(user)
+    try:
+        os.makedirs("outputs/run1")
+        os.chdir("outputs/run1")
+        Path("metrics.txt").write_text("0.5")
+        assert Path("metrics.txt").read_text() == "0.5" and os.listdir(".") == ["metrics.txt"]
+        assert Path("../../notes.txt").read_text() == "keep me"  # a real file, by a relative path
+        with open("../../out/log.csv", "a") as f:  # appended in the replay's copy
+            f.write("1,0.5\n")
+        os.chdir("../..")
+        assert Path("outputs/run1/metrics.txt").read_text() == "0.5"
+        assert Path("out/log.csv").read_text().endswith("1,0.5\n")
+        with pytest.raises(FileNotFoundError):
+            os.chdir("no-such-folder")
+    finally:
+        os.chdir(saved)
+
+
 def test_mkdir_and_rmdir_follow_the_view(user, box) -> None:
     with pytest.raises(FileExistsError):
         os.mkdir(user / "out")
