@@ -5,10 +5,9 @@ The overlay maps every path it is asked about to the path an operation should re
 - a write of path P lands in `scratch/fs/<absolute P>`; the first write of a file that already
   exists and is kept (append, `r+`, chmod) copies it there first;
 - a read of P sees the scratch copy when there is one, else the real file, unless the replay
-  deleted P (or a folder above it): then P does not exist for the replay, and the real file is
-  left where it is (a "whiteout", kept in memory);
-- a folder the replay deleted and then created again is "opaque": the real folder's entries
-  stay hidden under it;
+  deleted P (or a folder above it): the real file is left where it is and hidden from the
+  replay for good (a "whiteout", kept in memory); what the replay creates there later lives
+  in scratch only (a folder deleted and made again shows none of the real entries);
 - listings merge the real folder (minus whiteouts) with its scratch counterpart.
 
 Paths under a "real" root (the store, the scratch area itself, fresh temporary files) are used
@@ -131,7 +130,6 @@ class Overlay:
         for p in [self.scratch, *real]:
             self.add_real(p)
         self._gone: set[str] = set()  # whiteouts: deleted by the replay, real file kept
-        self._opaque: set[str] = set()  # re-created after a delete: real entries below hidden
         self.touched = False  # nothing written or deleted yet: every read is a real read
 
     # --- where a path lives ------------------------------------------------------------------
@@ -162,10 +160,11 @@ class Overlay:
         return self.root + a
 
     def hidden(self, a: str) -> bool:
-        """Whether the replay deleted `a` (or a folder above it) without re-creating it."""
-        if not (self._gone or self._opaque):
+        """Whether the real `a` is hidden from the replay: it deleted or replaced `a` or a
+        folder above it (what it made there since lives in scratch)."""
+        if not self._gone:
             return False
-        return any(x in self._gone or (i and x in self._opaque) for i, x in enumerate(_chain(a)))
+        return any(x in self._gone for x in _chain(a))
 
     def _real_visible(self, a: str) -> bool:
         return not self.hidden(a) and _lexists(a)
@@ -193,8 +192,15 @@ class Overlay:
         if self.is_real(a):
             return path
         s = self.scratch_of(a)
-        if _lexists(s) or self.hidden(a):
-            return s  # a hidden path maps to a missing scratch path: "no such file"
+        if self.hidden(a):
+            return s  # a missing scratch path: "no such file"
+        # The side holding the nearest existing ancestor decides, so that the OS answers as it
+        # would for the replay's view (a file in scratch where a folder is expected: ENOTDIR).
+        for x in _chain(a):
+            if _lexists(self.scratch_of(x)):
+                return s
+            if _lexists(x):
+                break
         return path if a == os.path.abspath(path) else a
 
     def folder_path(self, path: str) -> str:
@@ -207,7 +213,7 @@ class Overlay:
         s = self.scratch_of(a)
         if _isdir(s):
             return s
-        raise _error(errno.ENOTDIR if self.exists(a) else errno.ENOENT, path)
+        raise _error(errno.ENOTDIR, path) if self.exists(a) else self._missing(a, path)
 
     def write_path(self, path: str, keep: bool) -> str:
         """The path to create or change in place of `path`; makes its scratch folder.
@@ -222,20 +228,29 @@ class Overlay:
         self.touched = True
         s = self.scratch_of(a)
         if not _lexists(s):
+            if self.isdir(a):
+                # its entries stay merged in the view: no copy; the OS then answers as for the
+                # real folder (open for writing: IsADirectoryError; chmod, O_TMPFILE: fine)
+                self._materialize(a)
+                return s
             self._make_parent(a, path)
             if keep and self._real_visible(a):
-                if _isdir(a):  # a folder's entries stay merged in the view: no copy
-                    self._materialize(a)
-                else:
-                    self._copy_up(a, s)
-        self._created(a)
+                self._copy_up(a, s)
         return s
 
     def _make_parent(self, a: str, path: str) -> None:
         parent = os.path.dirname(a)
         if not self.isdir(parent):
-            raise _error(errno.ENOENT, path)
+            raise self._missing(a, path)
         self._materialize(parent)
+
+    def _missing(self, a: str, path: str) -> OSError:
+        """The error for `a`, missing in the view: ENOTDIR when an existing folder above it
+        is in fact a file, else ENOENT."""
+        for x in _chain(os.path.dirname(a)):
+            if self.exists(x):
+                return _error(errno.ENOENT if self.isdir(x) else errno.ENOTDIR, path)
+        return _error(errno.ENOENT, path)
 
     def _materialize(self, a: str) -> None:
         """Make the scratch folder of `a`, a folder in the replay's view, and its parents."""
@@ -248,11 +263,6 @@ class Overlay:
             with contextlib.suppress(FileExistsError):
                 _mkdir(self.scratch_of(x))
 
-    def _created(self, a: str) -> None:
-        if a in self._gone:
-            self._gone.discard(a)
-            self._opaque.add(a)  # whatever the real folder held stays deleted
-
     def _copy_up(self, a: str, s: str) -> None:
         """Copy the visible content of real `a` to scratch path `s` (a folder: its whole visible
         tree, which only a rename needs)."""
@@ -262,8 +272,6 @@ class Overlay:
         elif _isdir(a):
             if not _lexists(s):
                 _mkdir(s)
-            if a in self._opaque:
-                return
             for name in _listdir(a):
                 child = os.path.join(a, name)
                 if child not in self._gone:
@@ -282,14 +290,13 @@ class Overlay:
         self.touched = True
         self._make_parent(a, path)
         _mkdir(self.scratch_of(a), mode)
-        self._created(a)
 
     def unlink(self, path: str) -> None:
         a = self.user_path(path)
         s = self.scratch_of(a)
         in_scratch, real = _lexists(s), self._real_visible(a)
         if not (in_scratch or real):
-            raise _error(errno.ENOENT, path)
+            raise self._missing(a, path)
         if (in_scratch and _isdir(s) and not _islink(s)) or (
             not in_scratch and _isdir(a) and not _islink(a)
         ):
@@ -303,7 +310,7 @@ class Overlay:
     def rmdir(self, path: str) -> None:
         a = self.user_path(path)
         if not self.exists(a):
-            raise _error(errno.ENOENT, path)
+            raise self._missing(a, path)
         if not self.isdir(a):
             raise _error(errno.ENOTDIR, path)
         if self.listdir(a):
@@ -313,7 +320,7 @@ class Overlay:
     def rmtree(self, path: str) -> None:
         a = self.user_path(path)
         if not self.exists(a):
-            raise _error(errno.ENOENT, path)
+            raise self._missing(a, path)
         if not self.isdir(a):
             raise _error(errno.ENOTDIR, path)
         self._remove_tree(a)
@@ -332,10 +339,18 @@ class Overlay:
         if self.is_real(a) and self.is_real(b):
             _rename(a, b)
             return
+        for x, name in ((a, src), (b, dst)):  # a file where a folder is expected comes first
+            if not (self.is_real(x) or self.isdir(os.path.dirname(x))):
+                e = self._missing(x, name)
+                if e.errno == errno.ENOTDIR:
+                    raise e
         if not (self.is_real(a) or self.exists(a)):
-            raise _error(errno.ENOENT, src)
-        self.touched = True
+            raise self._missing(a, src)
+        if not (self.is_real(b) or self.isdir(os.path.dirname(b))):
+            raise self._missing(b, dst)
         is_dir = self.isdir(a)
+        self._check_rename(a, b, is_dir, src, dst)
+        self.touched = True
         from_path = a if self.is_real(a) else self._brought_up(a)
         to_path = self.write_path(dst, keep=False)
         try:
@@ -349,8 +364,25 @@ class Overlay:
             _unlink(from_path)
         if not self.is_real(a) and self._real_visible(a):
             self._gone.add(a)
-        if is_dir and not self.is_real(b):
-            self._opaque.add(b)  # the moved folder's content replaces whatever was there
+        if not self.is_real(b) and _lexists(b):
+            self._gone.add(b)  # the moved content replaces whatever was there
+
+    def _check_rename(self, a: str, b: str, is_dir: bool, src: str, dst: str) -> None:
+        """Raise what rename(2) would for these paths in the replay's view."""
+        if a == b:
+            return
+        if is_dir and b.startswith(a + os.sep):
+            raise _error(errno.EINVAL, src)  # a folder into itself
+        if a.startswith(b + os.sep):
+            raise _error(errno.ENOTEMPTY, dst)  # onto a folder above it, as Linux answers
+        if not self.exists(b):
+            return
+        if is_dir and not self.isdir(b):
+            raise _error(errno.ENOTDIR, dst)
+        if not is_dir and self.isdir(b):
+            raise _error(errno.EISDIR, dst)
+        if is_dir and self.listdir(b):
+            raise _error(errno.ENOTEMPTY, dst)
 
     def _brought_up(self, a: str) -> str:
         s = self.scratch_of(a)
@@ -380,7 +412,7 @@ class Overlay:
 
     def _real_listing(self, path: str) -> bool:
         a = self.user_path(path)
-        return not self.hidden(a) and a not in self._opaque and _isdir(a)
+        return not self.hidden(a) and _isdir(a)
 
     def _entries(self, path: str) -> list[tuple[str, str]]:
         a = self.user_path(path)
@@ -390,7 +422,7 @@ class Overlay:
             raise _error(errno.ENOTDIR, path)
         real = self._real_listing(path) and not (_lexists(s) and not in_scratch)
         if not (in_scratch or real):
-            raise _error(errno.ENOTDIR if self.exists(a) else errno.ENOENT, path)
+            raise _error(errno.ENOTDIR, path) if self.exists(a) else self._missing(a, path)
         mine = _listdir(s) if in_scratch else []
         shadowed = set(mine)
         out = []
