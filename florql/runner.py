@@ -133,7 +133,8 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     rs.start()
     session_mod.install(rs)
     saved_cwd = os.getcwd()
-    box, watch = _isolation(task, [task.get("cwd") or saved_cwd, *rs.extra_path()])
+    folders = [task.get("cwd") or saved_cwd, *rs.extra_path()]
+    box, watch = _isolation(task, folders)
     try:
         os.chdir(task.get("cwd") or saved_cwd)
         with box:
@@ -145,6 +146,9 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
         session_mod.install(None)
     result = rs.finish(outcome.error)
     result["warnings"] = [*result.get("warnings", []), *watch.warnings(task["run_id"])]
+    started = (rs.run_info.meta or {}).get("started_at")
+    if (result.get("fidelity") or {}).get("first_mismatch") and isinstance(started, (int, float)):
+        result["warnings"] += box.leftover_warnings(task["run_id"], started, folders)
     path = task.get("result_path")
     if path:
         tmp = path + ".tmp"

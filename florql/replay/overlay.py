@@ -61,6 +61,9 @@ _readlink = os.readlink
 _symlink = os.symlink
 
 
+READ_LIMIT = 10_000  # real paths remembered as read (a dataset alone may read far more)
+
+
 def _error(code: int, path: Any) -> OSError:
     """The OSError the real call would raise for `path` (named as the caller named it)."""
     return OSError(code, os.strerror(code), path)
@@ -131,6 +134,7 @@ class Overlay:
             self.add_real(p)
         self._gone: set[str] = set()  # whiteouts: deleted by the replay, real file kept
         self.touched = False  # nothing written or deleted yet: every read is a real read
+        self.real_reads: set[str] = set()  # real files and folders the replay read
 
     # --- where a path lives ------------------------------------------------------------------
 
@@ -148,7 +152,9 @@ class Overlay:
         """The absolute path `path` stands for in the replay's view: a path into the scratch
         area (a folder made current there, a path the overlay handed out) is the user's path
         it holds the replay's version of, so that mapping it again gives the same answer."""
-        a = os.path.abspath(path)
+        return self._translated(os.path.abspath(path))
+
+    def _translated(self, a: str) -> str:
         if a == self.root:
             return os.sep
         if a.startswith(self.root + os.sep):
@@ -186,22 +192,29 @@ class Overlay:
 
     def read_path(self, path: str) -> str:
         """The path to read or inspect in place of `path`."""
-        if not self.touched:
-            return path
-        a = self.user_path(path)
+        b = os.path.abspath(path)
+        a = self._translated(b)
         if self.is_real(a):
             return path
-        s = self.scratch_of(a)
-        if self.hidden(a):
-            return s  # a missing scratch path: "no such file"
-        # The side holding the nearest existing ancestor decides, so that the OS answers as it
-        # would for the replay's view (a file in scratch where a folder is expected: ENOTDIR).
-        for x in _chain(a):
-            if _lexists(self.scratch_of(x)):
-                return s
-            if _lexists(x):
-                break
-        return path if a == os.path.abspath(path) else a
+        if self.touched:
+            s = self.scratch_of(a)
+            if self.hidden(a):
+                return s  # a missing scratch path: "no such file"
+            # The side holding the nearest existing ancestor decides, so that the OS answers as
+            # it would for the replay's view (a file in scratch where a folder is expected:
+            # ENOTDIR).
+            for x in _chain(a):
+                if _lexists(self.scratch_of(x)):
+                    return s
+                if _lexists(x):
+                    break
+        self.note_read(a)
+        return path if a == b else a
+
+    def note_read(self, a: str) -> None:
+        """Remember that the replay read real path `a` (absolute), up to READ_LIMIT paths."""
+        if len(self.real_reads) < READ_LIMIT:
+            self.real_reads.add(a)
 
     def folder_path(self, path: str) -> str:
         """The folder to make current in place of `path`: the real one while it is visible,
@@ -427,6 +440,7 @@ class Overlay:
         shadowed = set(mine)
         out = []
         if real:
+            self.note_read(a)
             for name in _listdir(a):
                 if name not in shadowed and os.path.join(a, name) not in self._gone:
                     out.append((name, "real"))

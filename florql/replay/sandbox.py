@@ -117,6 +117,41 @@ class Sandbox:
         sys.dont_write_bytecode = self._bytecode
         shutil.rmtree(self.scratch, ignore_errors=True)
 
+    def leftover_warnings(self, run_id: str, since: float, folders: Iterable[str]) -> list[str]:
+        """For a replay that diverged: a warning naming what `leftovers_read` found, if any."""
+        found = self.leftovers_read(since, folders)
+        files = [p for p in found if not os.path.isdir(p)]  # folders only when no file is
+        found = files or found
+        if not found:
+            return []
+        named = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        return [
+            f"the replay of run {run_id} read files that run itself wrote or changed: {named}; "
+            "a replay sees the versions the run left at its end, not those it saw at that "
+            "point, a likely cause of the divergence (delete stale outputs at the start of the "
+            "script, or write them to a folder per run)"
+        ]
+
+    def leftovers_read(self, since: float, folders: Iterable[str]) -> list[str]:
+        """Real files and folders under `folders` the replay read (or listed) that changed at
+        or after time `since` (seconds since the epoch): when `since` is the start of the
+        recorded run, what the replay read there is what the run left behind at its end, not
+        what the run itself saw at that point. Sorted."""
+        if self.overlay is None:
+            return []
+        roots = [os.path.abspath(f) for f in folders]
+        since_ns = int(since * 1e9)
+        out = []
+        for p in self.overlay.real_reads:
+            if not any(p == r or p.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+                continue
+            try:
+                if os.lstat(p).st_mtime_ns >= since_ns:
+                    out.append(p)
+            except OSError:
+                continue
+        return sorted(out)
+
     def _patch(self, target: Any, name: str, wrapper: Callable) -> None:
         if hasattr(target, name):
             self._saved.append((target, name, getattr(target, name)))
@@ -246,7 +281,10 @@ class Sandbox:
         def listdir(path: Any = ".") -> list:
             p = self._path(path)
             assert self.overlay is not None
-            if p is None or not self.overlay.touched or self._is_real(p):
+            if p is None or self._is_real(p):
+                return original(path)
+            if not self.overlay.touched:
+                self.overlay.note_read(self.overlay.user_path(p))
                 return original(path)
             names = self.overlay.listdir(p)
             return [os.fsencode(n) for n in names] if isinstance(path, bytes) else names
@@ -265,7 +303,10 @@ class Sandbox:
         def scandir(path: Any = ".") -> Any:
             p = self._path(path)
             assert self.overlay is not None
-            if p is None or not self.overlay.touched or self._is_real(p) or isinstance(path, bytes):
+            if p is None or self._is_real(p) or isinstance(path, bytes):
+                return original(path)
+            if not self.overlay.touched:
+                self.overlay.note_read(self.overlay.user_path(p))
                 return original(path)
             return _Listing(self.overlay.scandir(p))
 

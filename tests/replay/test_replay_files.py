@@ -200,3 +200,53 @@ def test_a_write_florql_cannot_redirect_is_reported_by_name(tmp_path: Path) -> N
     assert "changed while the replay ran" in r.stderr and "native_output.txt" in r.stderr
     assert r.stderr.count("native_output.txt") == 1  # said once, not once per worker
     assert os.path.exists(folder / "native_output.txt")  # what the warning is about
+
+
+KEEP_LAST_TWO = """\
+import glob
+import os
+import time
+
+import torch
+
+import florql
+
+run_dir = os.path.join("outputs", "run")
+os.makedirs(run_dir, exist_ok=True)
+os.chdir(run_dir)  # as Hydra does
+torch.manual_seed(0)
+model = torch.nn.Linear(3, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+florql.checkpointing(model=model, optimizer=opt)
+x, y = torch.randn(8, 3), torch.randn(8, 1)
+for epoch in florql.loop("epoch", range(4)):
+    for step in florql.loop("step", range(3)):
+        opt.zero_grad()
+        ((model(x) - y) ** 2).mean().backward()
+        opt.step()
+        time.sleep(0.01)
+    torch.save(model.state_dict(), f"ckpt_{epoch}.pt")
+    for old in sorted(glob.glob("ckpt_*.pt"), key=os.path.getmtime)[:-2]:
+        os.remove(old)  # keep the last two
+    florql.log("kept", len(glob.glob("ckpt_*.pt")))
+#EPOCH
+"""
+
+
+def test_a_divergence_from_files_the_run_left_behind_names_them(tmp_path: Path) -> None:
+    # The folder still holds the recording's last two checkpoints, which the recording did
+    # not see at epoch 0: the replay diverges, says so, and names the files as the likely cause.
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    store = tmp_path / "store"
+    record(folder, store, KEEP_LAST_TWO.replace("#EPOCH", ""))
+    before = _hashes(folder)
+    stmt = '    florql.log("names", ",".join(sorted(os.listdir("."))))'
+    (folder / "train.py").write_text(KEEP_LAST_TWO.replace("#EPOCH", stmt))
+    before["train.py"] = _hashes(folder)["train.py"]
+    r = florql_cli("query", "--store", str(store), "SELECT epoch, names FROM logs", cwd=folder)
+    assert r.returncode == 0, r.stderr
+    assert "diverged" in r.stderr
+    assert "read files that run itself wrote or changed" in r.stderr
+    assert "outputs/run/ckpt_3.pt" in r.stderr
+    assert _hashes(folder) == before  # the replay's deletes were whiteouts
