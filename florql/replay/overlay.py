@@ -352,15 +352,11 @@ class Overlay:
         if self.is_real(a) and self.is_real(b):
             _rename(a, b)
             return
-        for x, name in ((a, src), (b, dst)):  # a file where a folder is expected comes first
+        for x, name in ((a, src), (b, dst)):  # both folders are looked up first, in order
             if not (self.is_real(x) or self.isdir(os.path.dirname(x))):
-                e = self._missing(x, name)
-                if e.errno == errno.ENOTDIR:
-                    raise e
+                raise self._missing(x, name)
         if not (self.is_real(a) or self.exists(a)):
             raise self._missing(a, src)
-        if not (self.is_real(b) or self.isdir(os.path.dirname(b))):
-            raise self._missing(b, dst)
         is_dir = self.isdir(a)
         self._check_rename(a, b, is_dir, src, dst)
         self.touched = True

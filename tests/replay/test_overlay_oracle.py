@@ -49,7 +49,7 @@ def _op(kind: str, p: str, q: str, data: bytes) -> None:
         shutil.copy(p, q)
     elif kind == "move":
         shutil.move(p, q)
-    elif kind == "copytree":
+    elif kind == "copytree" and not q.startswith(p + os.sep):  # into itself: endless on any FS
         shutil.copytree(p, q)
     elif kind == "pathlib":
         Path(p).write_bytes(data)
