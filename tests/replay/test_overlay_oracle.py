@@ -51,6 +51,14 @@ def _op(kind: str, p: str, q: str, data: bytes) -> None:
         shutil.move(p, q)
     elif kind == "copytree" and not q.startswith(p + os.sep):  # into itself: endless on any FS
         shutil.copytree(p, q)
+    elif kind == "chdir":  # relative paths inside a folder made current
+        saved = os.getcwd()
+        os.chdir(p)
+        try:
+            Path("f").write_bytes(data)
+            assert Path("f").read_bytes() == data and "f" in os.listdir(".")
+        finally:
+            os.chdir(saved)
     elif kind == "pathlib":
         Path(p).write_bytes(data)
         Path(q).touch()
@@ -105,6 +113,7 @@ OPS = st.lists(
                 "copy",
                 "move",
                 "copytree",
+                "chdir",
                 "pathlib",
             ]
         ),
