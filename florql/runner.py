@@ -143,13 +143,22 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     rs.start()
     session_mod.install(rs)
     saved_cwd = os.getcwd()
+    folders = [task.get("cwd") or saved_cwd, *rs.extra_path()]
+    box, watch = _isolation(task, folders)
     try:
         os.chdir(task.get("cwd") or saved_cwd)
-        outcome = run_script(task["script"], task.get("argv") or [task["script"]], rs.extra_path())
+        with box:
+            outcome = run_script(
+                task["script"], task.get("argv") or [task["script"]], rs.extra_path()
+            )
     finally:
         os.chdir(saved_cwd)
         session_mod.install(None)
     result = rs.finish(outcome.error)
+    result["warnings"] = [*result.get("warnings", []), *watch.warnings(task["run_id"])]
+    started = (rs.run_info.meta or {}).get("started_at")
+    if (result.get("fidelity") or {}).get("first_mismatch") and isinstance(started, (int, float)):
+        result["warnings"] += box.leftover_warnings(task["run_id"], started, folders)
     path = task.get("result_path")
     if path:
         tmp = path + ".tmp"
@@ -157,3 +166,20 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
             json.dump(result, f)
         os.replace(tmp, path)
     return result
+
+
+def _isolation(task: dict[str, Any], folders: list[str]) -> tuple[Any, Any]:
+    """The sandbox the replayed script runs in (its file writes go to the task's `scratch`
+    folder, or a fresh temporary one), and a watch on the recorded run's folders that reports
+    what changed anyway (florql/replay/sandbox.py, fingerprint.py)."""
+    import tempfile
+
+    from florql.replay.fingerprint import Watch
+    from florql.replay.sandbox import Sandbox
+
+    scratch = task.get("scratch") or tempfile.mkdtemp(prefix="florql-scratch-")
+    store = os.path.abspath(task["store"])
+    own = [store, scratch]
+    if task.get("result_path"):
+        own.append(os.path.dirname(os.path.abspath(task["result_path"])))
+    return Sandbox(scratch, real=[store]), Watch(folders, exclude=own)

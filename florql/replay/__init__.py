@@ -14,6 +14,9 @@ One noun per module, in pipeline order:
 - `planner.py`: the least work for a selection: per-iteration steps (`skip_inner`,
   `silent_tail`, `execute`) cut into independent pieces and grouped into tasks;
 - `executor.py`: the worker pool (`sys.executable -m florql.replay.worker TASK.json`);
+- `sandbox.py`: where a worker runs the script: its file calls routed through `overlay.py` (a
+  copy-on-write view with the writes in a scratch area), and `fingerprint.py`, the check that
+  the run's folders did not change anyway;
 - `progress.py`: the progress bar;
 - `predicate.py`: `--where` text into a selection;
 - `request.py`: one request prepared (runs, splices, histories, plan) and `describe()`;

@@ -169,6 +169,7 @@ def _start(
     warm: list[bool],
 ) -> tuple[Any, Outcome, float, Any]:
     task.setdefault("result_path", os.path.join(workdir, f"result-{i}.json"))
+    task.setdefault("scratch", os.path.join(workdir, f"scratch-{i}"))  # florql/replay/sandbox.py
     path = os.path.join(workdir, f"task-{i}.json")
     with open(path, "w", encoding="utf-8") as f:
         json.dump(task, f)

@@ -382,7 +382,10 @@ def _finish(
             report.replayed_values += int(o.result.get("values", 0))
             report.conflicts += int(o.result.get("conflicts", 0))
             report.inner_iterations += int(o.result.get("inner_iterations", 0))
-            report.warnings += [str(w) for w in o.result.get("warnings", [])]
+            # parallel workers may each see the same thing (a file changed under all of them)
+            report.warnings += [
+                str(w) for w in o.result.get("warnings", []) if str(w) not in report.warnings
+            ]
             if not o.ok:
                 failures.append(o)
         status = "finished" if all(o.ok for o in mine) else "failed"
