@@ -10,6 +10,7 @@ be), while replay workers start from fresh ones: only restored RNG states make t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -104,11 +105,24 @@ def _case(tmp_path: Path, name: str, v2: str, sql_cols: str, *, every: int, args
 
 
 def _check(project: Path, oracle: Path, sql: str) -> str:
+    """The query answered in `project` (replaying) equals the oracle's recorded answer, and
+    the replay left the project's files as they were."""
+    before = _files(project)
     got, err = _rows(project, sql)
     want, _ = _rows(oracle, sql, "--no-replay")
     assert got == want, err
     assert "diverged" not in err, err
+    assert _files(project) == before, "replay changed the user's folder"
     return err
+
+
+def _files(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder` but the store."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and ".florql" not in p.parts
+    }
 
 
 @pytest.mark.parametrize("every", [1, 2])
@@ -131,7 +145,7 @@ def test_module_globals_best_so_far_and_gradients_replay_exactly(tmp_path, every
     _check(
         project, oracle, f"SELECT {cols}, gn_start FROM logs WHERE val IS NOT NULL ORDER BY epoch"
     )
-    _check(project, oracle, "SELECT final_lr FROM logs WHERE final_lr IS NOT NULL")
+    _check(project, oracle, "SELECT final_lr, best_again FROM logs WHERE final_lr IS NOT NULL")
 
 
 def test_per_step_statements_in_a_train_function_read_restored_globals(tmp_path) -> None:

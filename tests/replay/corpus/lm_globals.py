@@ -3,7 +3,8 @@
 Patterns: argparse settings; the inner loop inside a `train()` function that reads the
 module-global `lr` and a module-global step counter; `lr /= 4.0` in the outer body when
 validation stalls; best-so-far tracking in a module global; manual SGD (no optimizer object);
-evaluation that draws from unseeded NumPy and Python `random`.
+evaluation that draws from unseeded NumPy and Python `random`; the best model saved each
+time validation improves and reloaded after the loop.
 """
 
 import argparse
@@ -71,8 +72,11 @@ for epoch in florql.loop("epoch", range(1, args.epochs + 1)):
     # @@EPOCH@@
     if best_val_loss is None or val_loss < best_val_loss:
         best_val_loss = val_loss
+        torch.save(model.state_dict(), "best.pt")
     else:
         lr /= 4.0
 
 florql.log("best", best_val_loss)
+model.load_state_dict(torch.load("best.pt"))
+florql.log("best_again", evaluate())
 # @@AFTER@@
