@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +47,7 @@ from florql.replay.request import (
     script_rel,
     two_passes,
 )
+from florql.replay.workdir import Workdir
 
 __all__ = ["HindsightPlan", "Report", "current_sources", "discover", "ensure", "plan", "prepare"]
 
@@ -243,7 +242,28 @@ def _execute(
     tolerance: float,
     worker_command: Sequence[str] | None,
 ) -> None:
-    workdir = tempfile.mkdtemp(prefix="florql-replay-")
+    with Workdir() as wd:  # removed on any exit but a failed replay's (kept to read)
+        failures = _run_in(wd.path, store, store_path, hp, report, progress, tolerance,
+                           worker_command)  # fmt: skip
+        if failures:
+            wd.keep()
+            o = failures[0]
+            raise ReplayError(
+                f"replay of run {o.task['run_id']} failed: {o.why()} "
+                f"(worker log and spliced code kept in {wd.path})"
+            )
+
+
+def _run_in(
+    workdir: str,
+    store: Any,
+    store_path: str,
+    hp: HindsightPlan,
+    report: Report,
+    progress: bool,
+    tolerance: float,
+    worker_command: Sequence[str] | None,
+) -> list[executor.Outcome]:
     writer = store.writer()
     tasks: list[dict[str, Any]] = []
     replay_ids: dict[str, str] = {}
@@ -288,13 +308,7 @@ def _execute(
         failures = _finish(writer, hp, replay_ids, outcomes, report, _StoredSince(store, start_lsn))
     finally:
         writer.close()
-    if failures:
-        o = failures[0]
-        raise ReplayError(
-            f"replay of run {o.task['run_id']} failed: {o.why()} "
-            f"(worker log and spliced code kept in {workdir})"
-        )
-    shutil.rmtree(workdir, ignore_errors=True)
+    return failures
 
 
 def _finish(

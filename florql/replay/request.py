@@ -124,7 +124,7 @@ def prepare(
     infos = store.runs()
     ids = chosen_runs(infos, runs)
     threads = _recorded_threads(infos, ids)
-    nworkers = workers or executor.default_workers(threads)
+    nworkers = executor.default_workers(threads) if workers is None else workers
     if nworkers < 1:
         raise BadInputError(f"--workers must be at least 1, not {nworkers}")
     warnings: list[str] = []
