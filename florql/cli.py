@@ -95,6 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-replay", action="store_true", help="never replay missing variables")
     p.add_argument("--workers", type=int, default=None, help="replay worker processes")
     _add_tolerance(p)
+    p.add_argument(
+        "--memory-limit",
+        default=None,
+        metavar="SIZE",
+        help="memory the query may use, like 8GB (default: half of the RAM)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop the query after this long (default: no limit; replay is not counted)",
+    )
     p.add_argument("sql")
 
     p = sub.add_parser("explain", help="show what a query would read and replay")
@@ -137,6 +150,9 @@ def _check_numbers(args: argparse.Namespace) -> str | None:
     tolerance = getattr(args, "tolerance", None)
     if tolerance is not None and not tolerance >= 0:  # NaN too
         return f"--tolerance {tolerance} must be a number >= 0"
+    timeout = getattr(args, "timeout", None)
+    if timeout is not None and not timeout > 0:
+        return f"--timeout {timeout} must be a number of seconds > 0"
     workers = getattr(args, "workers", None)
     if workers is not None and workers < 1:
         return f"--workers {workers} must be at least 1 (leave it out for the default)"

@@ -23,6 +23,8 @@ def query_main(args: Any) -> int:
         progress=sys.stderr.isatty(),
         persist=True,
         tolerance=args.tolerance,
+        memory_limit=args.memory_limit,
+        timeout=args.timeout,
     )
     try:
         table = con.sql(args.sql).arrow()
