@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from florql.errors import BadInputError, ReplayError
-from florql.replay import executor, history, planner
+from florql.replay import code_diff, executor, history, planner, trust
 from florql.replay.progress import Progress
 from florql.replay.request import (
     HindsightPlan,
@@ -180,11 +180,8 @@ def ensure(
         report.other_edits = hp.other_edits
         if hp.plan.tasks:
             if report.other_edits:
-                report.warnings.append(
-                    f"{len(report.other_edits)} other edit(s) of the script were not replayed "
-                    "(the recorded code ran with only the new log statements); "
-                    "`florql explain` lists them"
-                )
+                report.warnings.append(_other_edits_warning(hp))
+            _announce_if_foreign(store_path)
             _execute(store, store_path, hp, report, progress, tolerance, worker_command)
     finally:
         store.close()
@@ -206,6 +203,24 @@ def ensure(
         report = _merged(report, rest)
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _other_edits_warning(hp: HindsightPlan) -> str:
+    """The edits a replay leaves out, as a diff of what runs from the current code."""
+    return "\n".join(
+        [
+            f"{len(hp.other_edits)} other edit(s) of the script are not replayed (the recorded "
+            "code runs with only the new log statements); what runs differs from your code by:",
+            *hp.diff_text(limit=code_diff.MAX_LINES),
+        ]
+    )
+
+
+def _announce_if_foreign(store_path: str) -> None:
+    """Before the first replay of a store made of another user's files: say what runs."""
+    from florql.sql.persist import cache_dir
+
+    trust.announce_foreign_store(store_path, os.path.join(cache_dir(), "foreign-stores-seen"))
 
 
 def _merged(a: Report, b: Report) -> Report:
@@ -411,16 +426,18 @@ def _task_json(
 
 
 def _write_sources(workdir: str, run_id: str, job: RunJob) -> str:
-    """Write the spliced sources under workdir/run_id/; return the script's path there."""
-    root = os.path.join(workdir, run_id)
+    """Write the spliced sources under workdir/run_id/; return the script's path there.
+
+    Ids and paths come from the store: checked again here (trust.py), so that no crafted one
+    writes outside the private folder whatever path led here.
+    """
+    root = os.path.join(workdir, trust.check_run_id(run_id))
     for rel, text in job.splice.sources.items():
-        path = os.path.normpath(os.path.join(root, rel))
-        if not path.startswith(root + os.sep):
-            continue  # a recorded path outside the script's folder is not written anywhere else
+        path = os.path.join(root, trust.check_source_path(rel))
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
+        with open(path, "x", encoding="utf-8") as f:  # a fresh folder: nothing to overwrite
             f.write(text)
-    return os.path.join(root, script_rel(job.history.meta))
+    return os.path.join(root, trust.check_source_path(script_rel(job.history.meta)))
 
 
 def _progress_wanted(progress: bool) -> bool | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from florql.errors import BadInputError, ReplayError
-from florql.replay import executor, history, planner
+from florql.replay import code_diff, executor, history, planner, trust
 from florql.replay.splicer import Splice, splice
 from florql.replay.syntax import logged_names
 
@@ -38,6 +38,11 @@ class RunJob:
     names: set[str]
     placement: str
     check_names: set[str]
+    current: dict[str, str | None] = field(default_factory=dict)  # the user's code now
+
+    def diff(self) -> list[str]:
+        """How the code this run replays differs from the current code (unified diff)."""
+        return code_diff.diff_lines(self.current, self.splice.sources)
 
 
 @dataclass
@@ -60,6 +65,17 @@ class HindsightPlan:
         for job in self.jobs.values():
             seen += [e for e in job.splice.other_edits if e not in seen]
         return seen
+
+    def diff_text(self, limit: int | None = None) -> list[str]:
+        """The unified diff of each distinct replayed code from the current code, indented."""
+        shown: list[list[str]] = []
+        for job in self.jobs.values():
+            if job.splice.other_edits and (d := job.diff()) and d not in shown:
+                shown.append(d)
+        lines = [line for d in shown for line in d]
+        if limit is not None:
+            lines = code_diff.shortened(lines, limit)
+        return [f"  {line}" for line in lines]
 
     def describe(self) -> str:
         lines = [f"hindsight replay of {', '.join(self.names) or '(nothing)'}"]
@@ -99,6 +115,7 @@ class HindsightPlan:
                 "other edits (not replayed: the recorded code runs, plus the new statements):"
             )
             lines += [f"  {e}" for e in self.other_edits]
+            lines += self.diff_text()
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -137,13 +154,18 @@ def prepare(
         )
     splices: dict[str, Splice] = {}
     cache: dict[tuple, Splice] = {}
+    currents: dict[str, dict[str, str | None]] = {}
     for rid in ids:
         meta = infos[rid].meta or {}
         recorded = dict(meta.get("sources") or {})
         if not recorded:
             warnings.append(f"run {rid} recorded no source code; it cannot be replayed")
             continue
-        current = current_sources(meta, script)
+        problem = trust.problem_with_run(rid, meta, script_rel(meta))
+        if problem:  # a crafted or damaged store: its paths could point anywhere
+            warnings.append(f"run {rid!r} is not replayed: {problem}")
+            continue
+        current = currents[rid] = current_sources(meta, script)
         mentioned = _mentioned(recorded, current, wanted)
         if not mentioned:  # no changed file names a wanted variable: nothing new can log it
             continue
@@ -181,7 +203,7 @@ def prepare(
         recorded_names = set().union(
             *(logged_names(_parse(t)) for t in (h.meta.get("sources") or {}).values())
         )
-        jobs[rid] = RunJob(h, s, run_names, placement, recorded_names - s.names)
+        jobs[rid] = RunJob(h, s, run_names, placement, recorded_names - s.names, currents[rid])
         wants.append((h, run_names, placement, done))
         for r in h.diverged_replays(run_names):
             warnings.append(
@@ -252,6 +274,9 @@ def current_sources(meta: dict[str, Any], script: str | None) -> dict[str, str |
     base = os.path.dirname(os.path.abspath(script or meta.get("script") or "."))
     out: dict[str, str | None] = {}
     for rel in recorded:
+        if trust.problem_with_source_path(rel):  # never read outside the script's folder
+            out[rel] = None
+            continue
         path = os.path.abspath(script) if script and rel == own else os.path.join(base, rel)
         try:
             with open(path, encoding="utf-8") as f:
