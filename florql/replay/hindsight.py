@@ -37,6 +37,7 @@ from typing import Any
 
 from florql.errors import BadInputError, ReplayError
 from florql.replay import code_diff, executor, history, planner, trust
+from florql.replay.lease import Leases, plan_under_leases
 from florql.replay.progress import Progress
 from florql.replay.request import (
     HindsightPlan,
@@ -172,9 +173,15 @@ def ensure(
         tolerance = _env_tolerance()
     store_path = os.path.abspath(store_path)
     store = Store.open(store_path, create=False)
+    leases = Leases(store.fs, store.root)  # held until REPLAY_END is written (lease.py)
     try:
-        hp, later = two_passes(
-            store, names, selection, workers, script=script, runs=runs, optional=optional
+        hp, later = plan_under_leases(
+            store,
+            leases,
+            lambda: two_passes(
+                store, names, selection, workers, script=script, runs=runs, optional=optional
+            ),
+            _leased_pairs,
         )
         report = Report(unresolved=hp.unresolved, warnings=list(hp.warnings))
         report.other_edits = hp.other_edits
@@ -184,6 +191,7 @@ def ensure(
             _announce_if_foreign(store_path)
             _execute(store, store_path, hp, report, progress, tolerance, worker_command)
     finally:
+        leases.release()
         store.close()
     for w in report.warnings:
         print(f"florql: warning: {w}", file=sys.stderr)
@@ -203,6 +211,12 @@ def ensure(
         report = _merged(report, rest)
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _leased_pairs(planned: tuple[HindsightPlan, set[str]]) -> set[tuple[str, str]]:
+    """The (run, name) pairs a plan would replay: the leases it must hold."""
+    hp = planned[0]
+    return {(rp.run_id, name) for rp in hp.plan.runs for name in hp.jobs[rp.run_id].names}
 
 
 def _other_edits_warning(hp: HindsightPlan) -> str:
