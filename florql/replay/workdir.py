@@ -29,6 +29,7 @@ PREFIX = "florql-replay-"
 OWNER = ".owner"
 KEPT = "KEPT"
 KEEP_SECONDS = 7 * 24 * 3600.0
+LEGACY_SECONDS = 24 * 3600.0
 
 
 class Workdir:
@@ -99,9 +100,9 @@ def _abandoned(path: str, now: float) -> bool:
     try:
         fd = os.open(os.path.join(path, OWNER), os.O_RDWR | os.O_NOFOLLOW)
     except FileNotFoundError:
-        # No lock file: a folder of an older florql, or one caught between mkdtemp and the
-        # lock; only the first is old.
-        return now - st.st_mtime > 60
+        # No lock file: one caught between mkdtemp and its lock (young), or a folder of an
+        # older florql, which may still be running: only a day-old one is surely abandoned.
+        return now - st.st_mtime > LEGACY_SECONDS
     except OSError:
         return False
     try:
