@@ -74,7 +74,7 @@ def sweep(parent: str | None = None, now: float | None = None) -> list[str]:
     """
     parent = parent or tempfile.gettempdir()
     now = time.time() if now is None else now
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(parent)
     except OSError:

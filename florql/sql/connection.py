@@ -14,6 +14,8 @@ in memory with external access disabled and its configuration locked: a second w
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import Any
 
 import duckdb
@@ -147,6 +149,7 @@ class Connection:
         if timeout is not None and not timeout > 0:
             raise BadInputError(f"--timeout {timeout} must be a number of seconds > 0")
         self.timeout = timeout  # of each DuckDB query, in seconds (None: no limit)
+        self._own_temp: str | None = None  # DuckDB's spill folder when the cache has none
         self._store: Any = None
         self._duck_con: duckdb.DuckDBPyConnection | None = None
         self._cache: Cache | None = None
@@ -190,8 +193,10 @@ class Connection:
 
         try:
             temp = persist.temp_dir()
-        except OSError as e:
-            raise StoreError(f"cannot prepare florql's query folder: {e}") from None
+        except OSError:  # no usable cache folder (a read-only home): a private one of our own
+            if self._own_temp is None:
+                self._own_temp = tempfile.mkdtemp(prefix="florql-duckdb-")
+            temp = self._own_temp
         return {**_DUCKDB_CONFIG, "temp_directory": temp, "memory_limit": self.memory_limit}
 
     @property
@@ -297,6 +302,9 @@ class Connection:
         if self._store is not None:
             self._store.close()
             self._store = None
+        if self._own_temp is not None and self._duck_con is None:
+            shutil.rmtree(self._own_temp, ignore_errors=True)
+            self._own_temp = None
 
     def __enter__(self) -> Connection:
         return self

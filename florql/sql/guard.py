@@ -68,7 +68,7 @@ def run(con: Any, call: Callable[[], T], timeout: float | None) -> T:
         raise
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["value"]  # type: ignore[no-any-return]
+    return outcome["value"]
 
 
 def _stop(con: Any, done: threading.Event) -> None:

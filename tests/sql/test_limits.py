@@ -118,3 +118,20 @@ def test_bad_limits_are_bad_input(
 def test_parse_memory_limit_refuses_units_duckdb_would_misread() -> None:
     with pytest.raises(BadInputError):
         limits.parse_memory_limit("8 parsecs")
+
+
+def test_without_a_usable_cache_folder_duckdb_spills_to_a_private_temporary_one(
+    standard_store: str, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("FLORQL_CACHE_DIR", str(blocked))  # tmp/ cannot be made under a file
+    con = connect(standard_store, replay=False)
+    try:
+        assert con.sql("SELECT count(DISTINCT run_id) FROM logs").fetchall() == [(2,)]
+        temp = con._duck.execute("SELECT current_setting('temp_directory')").fetchone()[0]
+        assert os.path.basename(temp).startswith("florql-duckdb-")
+        assert os.stat(temp).st_mode & 0o077 == 0
+    finally:
+        con.close()
+    assert not os.path.exists(temp)
