@@ -186,8 +186,8 @@ def ensure(
         report = Report(unresolved=hp.unresolved, warnings=list(hp.warnings))
         report.other_edits = hp.other_edits
         if hp.plan.tasks:
-            if report.other_edits:
-                report.warnings.append(_other_edits_warning(hp))
+            if report.other_edits:  # said before anything runs, not with the results
+                print(f"florql: warning: {_other_edits_warning(hp)}", file=sys.stderr)
             _announce_if_foreign(store_path)
             _execute(store, store_path, hp, report, progress, tolerance, worker_command)
     finally:

@@ -186,6 +186,7 @@ def test_progress_when_asked_and_other_edits_are_reported(
     assert any("print(" in e for e in report.other_edits)
     # Before running, the edits left out are shown as a diff from the current code (issue 11).
     assert "other edit(s) of the script are not replayed" in err
+    assert err.index("other edit(s)") < err.index("replay [")  # said before anything runs
     assert '-print("a line the recorded run never had")' in err
     assert "+++ train.py (what the replay runs)" in err
     described = hindsight.plan(
