@@ -94,7 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(p)
     p.add_argument("--no-replay", action="store_true", help="never replay missing variables")
     p.add_argument("--workers", type=int, default=None, help="replay worker processes")
-    _add_tolerance(p)
     p.add_argument(
         "--memory-limit",
         default=None,
@@ -108,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="stop the query after this long (default: no limit; replay is not counted)",
     )
+    _add_tolerance(p)
     p.add_argument("sql")
 
     p = sub.add_parser("explain", help="show what a query would read and replay")

@@ -22,9 +22,9 @@ def query_main(args: Any) -> int:
         workers=args.workers,
         progress=sys.stderr.isatty(),
         persist=True,
-        tolerance=args.tolerance,
         memory_limit=args.memory_limit,
         timeout=args.timeout,
+        tolerance=args.tolerance,
     )
     try:
         table = con.sql(args.sql).arrow()

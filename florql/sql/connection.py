@@ -127,9 +127,9 @@ class Connection:
         workers: int | None = None,
         progress: bool = False,
         persist: bool = False,
-        tolerance: float | None = None,
         memory_limit: str | None = None,
         timeout: float | None = None,
+        tolerance: float | None = None,
     ) -> None:
         from florql.cli import default_store
 
@@ -140,9 +140,6 @@ class Connection:
         self.workers = workers
         self.progress = progress
         self.persist = persist
-        self.tolerance = (
-            tolerance  # of replay's fidelity check (None: $FLORQL_REPLAY_TOLERANCE or 0)
-        )
         self.memory_limit = (
             default_memory_limit() if memory_limit is None else parse_memory_limit(memory_limit)
         )
@@ -150,6 +147,9 @@ class Connection:
             raise BadInputError(f"--timeout {timeout} must be a number of seconds > 0")
         self.timeout = timeout  # of each DuckDB query, in seconds (None: no limit)
         self._own_temp: str | None = None  # DuckDB's spill folder when the cache has none
+        self.tolerance = (
+            tolerance  # of replay's fidelity check (None: $FLORQL_REPLAY_TOLERANCE or 0)
+        )
         self._store: Any = None
         self._duck_con: duckdb.DuckDBPyConnection | None = None
         self._cache: Cache | None = None
