@@ -213,30 +213,6 @@ def ensure(
     return report
 
 
-def _leased_pairs(planned: tuple[HindsightPlan, set[str]]) -> set[tuple[str, str]]:
-    """The (run, name) pairs a plan would replay: the leases it must hold."""
-    hp = planned[0]
-    return {(rp.run_id, name) for rp in hp.plan.runs for name in hp.jobs[rp.run_id].names}
-
-
-def _other_edits_warning(hp: HindsightPlan) -> str:
-    """The edits a replay leaves out, as a diff of what runs from the current code."""
-    return "\n".join(
-        [
-            f"{len(hp.other_edits)} other edit(s) of the script are not replayed (the recorded "
-            "code runs with only the new log statements); what runs differs from your code by:",
-            *hp.diff_text(limit=code_diff.MAX_LINES),
-        ]
-    )
-
-
-def _announce_if_foreign(store_path: str) -> None:
-    """Before the first replay of a store made of another user's files: say what runs."""
-    from florql.sql.persist import cache_dir
-
-    trust.announce_foreign_store(store_path, os.path.join(cache_dir(), "foreign-stores-seen"))
-
-
 def _merged(a: Report, b: Report) -> Report:
     """Two passes of one request as one report."""
     fid = {
@@ -516,3 +492,27 @@ class _LiveCount:
                 ctx = b[4]
                 self.seen.add((b[6], int(ctx[0][1]) if ctx else history.AFTER_LOOP))
         return len(self.seen)
+
+
+def _leased_pairs(planned: tuple[HindsightPlan, set[str]]) -> set[tuple[str, str]]:
+    """The (run, name) pairs a plan would replay: the leases it must hold."""
+    hp = planned[0]
+    return {(rp.run_id, name) for rp in hp.plan.runs for name in hp.jobs[rp.run_id].names}
+
+
+def _other_edits_warning(hp: HindsightPlan) -> str:
+    """The edits a replay leaves out, as a diff of what runs from the current code."""
+    return "\n".join(
+        [
+            f"{len(hp.other_edits)} other edit(s) of the script are not replayed (the recorded "
+            "code runs with only the new log statements); what runs differs from your code by:",
+            *hp.diff_text(limit=code_diff.MAX_LINES),
+        ]
+    )
+
+
+def _announce_if_foreign(store_path: str) -> None:
+    """Before the first replay of a store made of another user's files: say what runs."""
+    from florql.sql.persist import cache_dir
+
+    trust.announce_foreign_store(store_path, os.path.join(cache_dir(), "foreign-stores-seen"))

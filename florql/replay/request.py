@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from florql.errors import BadInputError, ReplayError
-from florql.replay import code_diff, executor, history, planner, trust
+from florql.replay import executor, history, planner
 from florql.replay.splicer import Splice, splice
 from florql.replay.syntax import logged_names
+from florql.replay.trust import problem_with_run, problem_with_source_path
 
 _HISTORY_KINDS = [
     history.LOOP,
@@ -42,7 +43,9 @@ class RunJob:
 
     def diff(self) -> list[str]:
         """How the code this run replays differs from the current code (unified diff)."""
-        return code_diff.diff_lines(self.current, self.splice.sources)
+        from florql.replay.code_diff import diff_lines
+
+        return diff_lines(self.current, self.splice.sources)
 
 
 @dataclass
@@ -68,13 +71,15 @@ class HindsightPlan:
 
     def diff_text(self, limit: int | None = None) -> list[str]:
         """The unified diff of each distinct replayed code from the current code, indented."""
+        from florql.replay.code_diff import shortened
+
         shown: list[list[str]] = []
         for job in self.jobs.values():
             if job.splice.other_edits and (d := job.diff()) and d not in shown:
                 shown.append(d)
         lines = [line for d in shown for line in d]
         if limit is not None:
-            lines = code_diff.shortened(lines, limit)
+            lines = shortened(lines, limit)
         return [f"  {line}" for line in lines]
 
     def describe(self) -> str:
@@ -161,7 +166,7 @@ def prepare(
         if not recorded:
             warnings.append(f"run {rid} recorded no source code; it cannot be replayed")
             continue
-        problem = trust.problem_with_run(rid, meta, script_rel(meta))
+        problem = problem_with_run(rid, meta, script_rel(meta))
         if problem:  # a crafted or damaged store: its paths could point anywhere
             warnings.append(f"run {rid!r} is not replayed: {problem}")
             continue
@@ -203,7 +208,7 @@ def prepare(
         recorded_names = set().union(
             *(logged_names(_parse(t)) for t in (h.meta.get("sources") or {}).values())
         )
-        jobs[rid] = RunJob(h, s, run_names, placement, recorded_names - s.names, currents[rid])
+        jobs[rid] = RunJob(h, s, run_names, placement, recorded_names - s.names)
         wants.append((h, run_names, placement, done))
         for r in h.diverged_replays(run_names):
             warnings.append(
@@ -214,6 +219,8 @@ def prepare(
     p.warm = executor.warm_server_running()
     warnings += p.warnings
     jobs = {rid: job for rid, job in jobs.items() if any(r.run_id == rid for r in p.runs)}
+    for rid, job in jobs.items():  # for the diff of what runs (`RunJob.diff`)
+        job.current = currents[rid]
     return HindsightPlan(
         store.path if hasattr(store, "path") else "",
         wanted,
@@ -274,7 +281,7 @@ def current_sources(meta: dict[str, Any], script: str | None) -> dict[str, str |
     base = os.path.dirname(os.path.abspath(script or meta.get("script") or "."))
     out: dict[str, str | None] = {}
     for rel in recorded:
-        if trust.problem_with_source_path(rel):  # never read outside the script's folder
+        if problem_with_source_path(rel):  # never read outside the script's folder
             out[rel] = None
             continue
         path = os.path.abspath(script) if script and rel == own else os.path.join(base, rel)
