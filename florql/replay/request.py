@@ -19,7 +19,6 @@ from florql.errors import BadInputError, ReplayError
 from florql.replay import executor, history, planner
 from florql.replay.splicer import Splice, splice
 from florql.replay.syntax import logged_names
-from florql.replay.trust import problem_with_run, problem_with_source_path
 
 _HISTORY_KINDS = [
     history.LOOP,
@@ -159,6 +158,8 @@ def prepare(
         )
     splices: dict[str, Splice] = {}
     cache: dict[tuple, Splice] = {}
+    from florql.replay.trust import problem_with_run  # checks what the store says (issue 11)
+
     currents: dict[str, dict[str, str | None]] = {}
     for rid in ids:
         meta = infos[rid].meta or {}
@@ -276,6 +277,8 @@ def current_sources(meta: dict[str, Any], script: str | None) -> dict[str, str |
     Paths are relative to the recorded script's folder; with `script`, to that file's folder,
     and the recorded script's own entry reads `script` itself.
     """
+    from florql.replay.trust import problem_with_source_path
+
     recorded = meta.get("sources") or {}
     own = script_rel(meta)
     base = os.path.dirname(os.path.abspath(script or meta.get("script") or "."))
