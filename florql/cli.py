@@ -12,6 +12,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from florql.errors import FlorqlError
 
@@ -62,11 +63,18 @@ def _add_tolerance(p: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one sentence on stderr (no usage block) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        if "required: COMMAND" in message:
+            message = f"a command is required, one of: {', '.join(HANDLERS)}"
+        self.exit(2, f"florql: error: {message}; run `{self.prog} --help` for usage\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="florql", description="Hindsight logging for PyTorch training."
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = _Parser(prog="florql", description="Hindsight logging for PyTorch training.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     p = sub.add_parser("record", help="run a training script under recording")
@@ -94,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(p)
     p.add_argument("--no-replay", action="store_true", help="never replay missing variables")
     p.add_argument("--workers", type=int, default=None, help="replay worker processes")
+    p.add_argument(
+        "--memory-limit",
+        default=None,
+        metavar="SIZE",
+        help="memory the query may use, like 8GB (default: half of the RAM)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop the query after this long (default: no limit; replay is not counted)",
+    )
     _add_tolerance(p)
     p.add_argument(
         "--allow-damage",
@@ -131,13 +152,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_leading_option(argv: Sequence[str]) -> str | None:
+    """A message when an option comes before the command (`florql --bogus`): argparse would
+    only say that a command is missing."""
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        return (
+            f"unknown option {argv[0]!r}: options go after the command "
+            "(`florql query --store DIR SQL`); run `florql --help` for the commands"
+        )
+    return None
+
+
+def _check_numbers(args: argparse.Namespace) -> str | None:
+    """A message for a numeric flag outside its range (argparse checks only the type)."""
+    tolerance = getattr(args, "tolerance", None)
+    if tolerance is not None and not tolerance >= 0:  # NaN too
+        return f"--tolerance {tolerance} must be a number >= 0"
+    timeout = getattr(args, "timeout", None)
+    if timeout is not None and not timeout > 0:
+        return f"--timeout {timeout} must be a number of seconds > 0"
+    workers = getattr(args, "workers", None)
+    if workers is not None and workers < 1:
+        return f"--workers {workers} must be at least 1 (leave it out for the default)"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    problem = _check_leading_option(argv)
+    if problem:
+        print(f"florql: error: {problem}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     if getattr(args, "store", "unset") is None:
         args.store = default_store()
-    tolerance = getattr(args, "tolerance", None)
-    if tolerance is not None and not tolerance >= 0:  # NaN too
-        print(f"florql: error: --tolerance {tolerance} must be a number >= 0", file=sys.stderr)
+    problem = _check_numbers(args)
+    if problem:
+        print(f"florql: error: {problem}", file=sys.stderr)
         return 2
     module_name, func_name = HANDLERS[args.command].split(":")
     try:

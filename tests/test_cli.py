@@ -57,3 +57,26 @@ def test_store_defaults_to_environment_then_dot_florql(monkeypatch: pytest.Monke
     assert cli.default_store() == ".florql"
     monkeypatch.setenv("FLORQL_STORE", "/tmp/elsewhere")
     assert cli.default_store() == "/tmp/elsewhere"
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--bogus"], "unknown option '--bogus': options go after the command"),
+        ([], "a command is required, one of: record, query"),
+        (["query", "--workers", "0", "SELECT 1"], "--workers 0 must be at least 1"),
+        (["replay", "--workers", "-3"], "--workers -3 must be at least 1"),
+        (["query", "--bogus", "SELECT 1"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_command_line_is_one_sentence_with_exit_2(
+    argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse's own errors leave through exit()
+        code = int(e.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert fragment in err
+    assert err.count("\n") == 1 and err.startswith("florql: error: ")

@@ -30,16 +30,15 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import secrets
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from florql.errors import BadInputError, ReplayError
-from florql.replay import executor, history, planner
+from florql.replay import code_diff, executor, history, planner, trust
+from florql.replay.lease import Leases, plan_under_leases
 from florql.replay.progress import Progress
 from florql.replay.request import (
     HindsightPlan,
@@ -50,6 +49,7 @@ from florql.replay.request import (
     script_rel,
     two_passes,
 )
+from florql.replay.workdir import Workdir
 
 __all__ = ["HindsightPlan", "Report", "current_sources", "discover", "ensure", "plan", "prepare"]
 
@@ -179,21 +179,25 @@ def ensure(
         tolerance = _env_tolerance()
     store_path = os.path.abspath(store_path)
     store = Store.open(store_path, create=False)
+    leases = Leases(store.fs, store.root)  # held until REPLAY_END is written (lease.py)
     try:
-        hp, later = two_passes(
-            store, names, selection, workers, script=script, runs=runs, optional=optional
+        hp, later = plan_under_leases(
+            store,
+            leases,
+            lambda: two_passes(
+                store, names, selection, workers, script=script, runs=runs, optional=optional
+            ),
+            _leased_pairs,
         )
         report = Report(unresolved=hp.unresolved, warnings=list(hp.warnings))
         report.other_edits = hp.other_edits
         if hp.plan.tasks:
-            if report.other_edits:
-                report.warnings.append(
-                    f"{len(report.other_edits)} other edit(s) of the script were not replayed "
-                    "(the recorded code ran with only the new log statements); "
-                    "`florql explain` lists them"
-                )
+            if report.other_edits:  # said before anything runs, not with the results
+                print(f"florql: warning: {_other_edits_warning(hp)}", file=sys.stderr)
+            _announce_if_foreign(store_path)
             _execute(store, store_path, hp, report, progress, tolerance, worker_command)
     finally:
+        leases.release()
         store.close()
     for w in report.warnings:
         print(f"florql: warning: {w}", file=sys.stderr)
@@ -296,7 +300,28 @@ def _execute(
     tolerance: float,
     worker_command: Sequence[str] | None,
 ) -> None:
-    workdir = tempfile.mkdtemp(prefix="florql-replay-")
+    with Workdir() as wd:  # removed on any exit but a failed replay's (kept to read)
+        failures = _run_in(wd.path, store, store_path, hp, report, progress, tolerance,
+                           worker_command)  # fmt: skip
+        if failures:
+            wd.keep()
+            o = failures[0]
+            raise ReplayError(
+                f"replay of run {o.task['run_id']} failed: {o.why()} "
+                f"(worker log and spliced code kept in {wd.path})"
+            )
+
+
+def _run_in(
+    workdir: str,
+    store: Any,
+    store_path: str,
+    hp: HindsightPlan,
+    report: Report,
+    progress: bool,
+    tolerance: float,
+    worker_command: Sequence[str] | None,
+) -> list[executor.Outcome]:
     writer = store.writer()
     tasks: list[dict[str, Any]] = []
     replay_ids: dict[str, str] = {}
@@ -341,13 +366,7 @@ def _execute(
         failures = _finish(writer, hp, replay_ids, outcomes, report, _StoredSince(store, start_lsn))
     finally:
         writer.close()
-    if failures:
-        o = failures[0]
-        raise ReplayError(
-            f"replay of run {o.task['run_id']} failed: {o.why()} "
-            f"(worker log and spliced code kept in {workdir})"
-        )
-    shutil.rmtree(workdir, ignore_errors=True)
+    return failures
 
 
 def _finish(
@@ -484,16 +503,18 @@ def _task_json(
 
 
 def _write_sources(workdir: str, run_id: str, job: RunJob) -> str:
-    """Write the spliced sources under workdir/run_id/; return the script's path there."""
-    root = os.path.join(workdir, run_id)
+    """Write the spliced sources under workdir/run_id/; return the script's path there.
+
+    Ids and paths come from the store: checked again here (trust.py), so that no crafted one
+    writes outside the private folder whatever path led here.
+    """
+    root = os.path.join(workdir, trust.check_run_id(run_id))
     for rel, text in job.splice.sources.items():
-        path = os.path.normpath(os.path.join(root, rel))
-        if not path.startswith(root + os.sep):
-            continue  # a recorded path outside the script's folder is not written anywhere else
+        path = os.path.join(root, trust.check_source_path(rel))
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
+        with open(path, "x", encoding="utf-8") as f:  # a fresh folder: nothing to overwrite
             f.write(text)
-    return os.path.join(root, script_rel(job.history.meta))
+    return os.path.join(root, trust.check_source_path(script_rel(job.history.meta)))
 
 
 def _progress_wanted(progress: bool) -> bool | None:
@@ -558,3 +579,27 @@ class _LiveCount:
                 ctx = b[4]
                 self.seen.add((b[6], int(ctx[0][1]) if ctx else history.AFTER_LOOP))
         return len(self.seen)
+
+
+def _leased_pairs(planned: tuple[HindsightPlan, set[str]]) -> set[tuple[str, str]]:
+    """The (run, name) pairs a plan would replay: the leases it must hold."""
+    hp = planned[0]
+    return {(rp.run_id, name) for rp in hp.plan.runs for name in hp.jobs[rp.run_id].names}
+
+
+def _other_edits_warning(hp: HindsightPlan) -> str:
+    """The edits a replay leaves out, as a diff of what runs from the current code."""
+    return "\n".join(
+        [
+            f"{len(hp.other_edits)} other edit(s) of the script are not replayed (the recorded "
+            "code runs with only the new log statements); what runs differs from your code by:",
+            *hp.diff_text(limit=code_diff.MAX_LINES),
+        ]
+    )
+
+
+def _announce_if_foreign(store_path: str) -> None:
+    """Before the first replay of a store made of another user's files: say what runs."""
+    from florql.sql.persist import cache_dir
+
+    trust.announce_foreign_store(store_path, os.path.join(cache_dir(), "foreign-stores-seen"))

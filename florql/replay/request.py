@@ -39,6 +39,13 @@ class RunJob:
     names: set[str]
     placement: str
     check_names: set[str]
+    current: dict[str, str | None] = field(default_factory=dict)  # the user's code now
+
+    def diff(self) -> list[str]:
+        """How the code this run replays differs from the current code (unified diff)."""
+        from florql.replay.code_diff import diff_lines
+
+        return diff_lines(self.current, self.splice.sources)
 
 
 @dataclass
@@ -61,6 +68,19 @@ class HindsightPlan:
         for job in self.jobs.values():
             seen += [e for e in job.splice.other_edits if e not in seen]
         return seen
+
+    def diff_text(self, limit: int | None = None) -> list[str]:
+        """The unified diff of each distinct replayed code from the current code, indented."""
+        from florql.replay.code_diff import shortened
+
+        shown: list[list[str]] = []
+        for job in self.jobs.values():
+            if job.splice.other_edits and (d := job.diff()) and d not in shown:
+                shown.append(d)
+        lines = [line for d in shown for line in d]
+        if limit is not None:
+            lines = shortened(lines, limit)
+        return [f"  {line}" for line in lines]
 
     def describe(self) -> str:
         lines = [f"hindsight replay of {', '.join(self.names) or '(nothing)'}"]
@@ -100,6 +120,7 @@ class HindsightPlan:
                 "other edits (not replayed: the recorded code runs, plus the new statements):"
             )
             lines += [f"  {e}" for e in self.other_edits]
+            lines += self.diff_text()
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -126,7 +147,7 @@ def prepare(
     infos = store.runs()
     ids = chosen_runs(infos, runs)
     threads = _recorded_threads(infos, ids)
-    nworkers = workers or executor.default_workers(threads)
+    nworkers = executor.default_workers(threads) if workers is None else workers
     if nworkers < 1:
         raise BadInputError(f"--workers must be at least 1, not {nworkers}")
     warnings: list[str] = []
@@ -139,13 +160,20 @@ def prepare(
         )
     splices: dict[str, Splice] = {}
     cache: dict[tuple, Splice] = {}
+    from florql.replay.trust import problem_with_run  # checks what the store says (issue 11)
+
+    currents: dict[str, dict[str, str | None]] = {}
     for rid in ids:
         meta = infos[rid].meta or {}
         recorded = dict(meta.get("sources") or {})
         if not recorded:
             warnings.append(f"run {rid} recorded no source code; it cannot be replayed")
             continue
-        current = current_sources(meta, script)
+        problem = problem_with_run(rid, meta, script_rel(meta))
+        if problem:  # a crafted or damaged store: its paths could point anywhere
+            warnings.append(f"run {rid!r} is not replayed: {problem}")
+            continue
+        current = currents[rid] = current_sources(meta, script)
         mentioned = _mentioned(recorded, current, wanted)
         if not mentioned:  # no changed file names a wanted variable: nothing new can log it
             continue
@@ -199,6 +227,8 @@ def prepare(
     p.warm = executor.warm_server_running()
     warnings += damaged + p.warnings
     jobs = {rid: job for rid, job in jobs.items() if any(r.run_id == rid for r in p.runs)}
+    for rid, job in jobs.items():  # for the diff of what runs (`RunJob.diff`)
+        job.current = currents[rid]
     return HindsightPlan(
         store.path if hasattr(store, "path") else "",
         wanted,
@@ -254,11 +284,16 @@ def current_sources(meta: dict[str, Any], script: str | None) -> dict[str, str |
     Paths are relative to the recorded script's folder; with `script`, to that file's folder,
     and the recorded script's own entry reads `script` itself.
     """
+    from florql.replay.trust import problem_with_source_path
+
     recorded = meta.get("sources") or {}
     own = script_rel(meta)
     base = os.path.dirname(os.path.abspath(script or meta.get("script") or "."))
     out: dict[str, str | None] = {}
     for rel in recorded:
+        if problem_with_source_path(rel):  # never read outside the script's folder
+            out[rel] = None
+            continue
         path = os.path.abspath(script) if script and rel == own else os.path.join(base, rel)
         try:
             with open(path, encoding="utf-8") as f:

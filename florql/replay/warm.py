@@ -19,15 +19,28 @@ Only Linux (fork after `import torch` is what PyTorch's own DataLoader does ther
 
 Isolation: one server per (interpreter, florql's source files and their mtimes, environment
 except variables that differ between commands of one shell and florql's own runtime settings);
-a server from another environment or an older florql is never used. The socket lives in a
-folder only the user can enter. A task whose client goes away (the command was killed) is
-killed too; a server that died leaves a socket that refuses connections, which the next client
-replaces.
+a server from another environment or an older florql is never used. A task whose client goes
+away (the command was killed) is killed too; a server that died leaves a socket that refuses
+connections, which the next client replaces.
+
+Security (issue 11): only this user reaches the server, and nothing of the user's goes to
+anyone else. The socket, pid, lock and log files live in `$TMPDIR/florql-warm-UID` (or
+`FLORQL_WARM_DIR`), a folder checked on a descriptor opened without following links (owner
+this user, mode 0700) and then used only through that descriptor (`private_dir.py`): a link
+planted at its path, or swapped in after the check, is never followed. The server gets the
+descriptor itself (it never resolves the path), accepts only connections whose peer runs as
+this user (SO_PEERCRED), and a client sends a request only to a server of its own user. A
+pid read from the folder is signalled only when it is this user's warm server. The environment
+crosses the socket only in part: the server was started with the caller's environment (its
+identity, `server_key`, covers every variable), so a request carries only the variables outside
+that identity (the volatile ones and `FLORQL_*`), and the child rebuilds exactly the caller's
+environment from the server's own and those.
 
 Protocol, one connection per task (JSON lines): the client sends
-`{"argv": [TASK.json], "cwd", "env", "umask", "log", "module"}` (module: what the child runs
-as `python -m` would, florql.replay.worker unless a test says otherwise); the server answers `{"pid": N}` when the
-child runs and `{"exit": CODE}` when it ends (negative: killed by that signal, as Popen says).
+`{"argv": [TASK.json], "cwd", "env", "umask", "log", "module"}` (env: the variables outside the
+server's identity; module: what the child runs as `python -m` would, florql.replay.worker
+unless a test says otherwise); the server answers `{"pid": N}` when the child runs and
+`{"exit": CODE}` when it ends (negative: killed by that signal, as Popen says).
 """
 
 from __future__ import annotations
@@ -47,6 +60,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from florql.replay.private_dir import PrivateDir, not_private, peer_is_me
 
 DEFAULT_IDLE_SECONDS = 300.0
 READY_TIMEOUT = 120.0  # a cold server imports torch; on a loaded machine that can take long
@@ -98,36 +113,63 @@ def server_key(env: dict[str, str]) -> str:
 
 
 def socket_dir() -> str:
-    """`FLORQL_WARM_DIR`, else `florql-warm-UID` in the temp folder; private to the user."""
-    path = os.environ.get("FLORQL_WARM_DIR") or os.path.join(
+    """`FLORQL_WARM_DIR`, else `florql-warm-UID` in the temp folder; created private to the
+    user and checked (OSError when it is a link, another user's or open to others)."""
+    path = _folder_path()
+    PrivateDir.open(path).close()
+    return path
+
+
+def _folder_path() -> str:
+    return os.environ.get("FLORQL_WARM_DIR") or os.path.join(
         tempfile.gettempdir(), f"florql-warm-{os.getuid()}"
     )
-    if len(path) > 70:  # AF_UNIX paths are limited to ~107 bytes
-        path = f"/tmp/florql-warm-{os.getuid()}"
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    st = os.stat(path)
-    if st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise OSError(f"{path} is not private to this user")
-    return path
 
 
 def stop_servers(folder: str | None = None) -> int:
     """Ask every warm server in `folder` (default: this user's) to exit; returns how many."""
-    folder = folder or socket_dir()
     stopped = 0
-    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+    path = folder or _folder_path()
+    try:
+        private = PrivateDir.open(path) if os.path.lexists(path) else None
+    except OSError:
+        private = None
+    for name in sorted(private.listdir()) if private else []:
         if name.endswith(".sock.pid"):
-            try:
-                with open(os.path.join(folder, name)) as f:
-                    os.kill(int(f.read().strip()), signal.SIGTERM)
-                stopped += 1
-            except (OSError, ValueError):
-                continue
+            pid = _read_pid(private, name)  # type: ignore[arg-type]
+            if pid is not None and _is_my_server(pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+                    stopped += 1
+    if private:
+        private.close()
     for proc in _SPAWNED:  # reap the servers this process started, now that they are told
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=10)
     _SPAWNED[:] = [p for p in _SPAWNED if p.returncode is None]
     return stopped
+
+
+def _read_pid(folder: PrivateDir, name: str) -> int | None:
+    try:
+        fd = folder.open_file(name, os.O_RDONLY)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        text = f.read(32).strip()
+    return int(text) if text.isdigit() else None
+
+
+def _is_my_server(pid: int) -> bool:
+    """Whether `pid` is a warm server of this user (a pid file is only a claim)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            uid_line = next(line for line in f if line.startswith("Uid:"))
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except (OSError, StopIteration):
+        return False
+    return int(uid_line.split()[1]) == os.getuid() and SERVER_MODULE.encode() in argv
 
 
 # --- client -----------------------------------------------------------------------------------
@@ -186,9 +228,15 @@ class WarmProcess:
 def running(env: dict[str, str]) -> bool:
     """Whether a warm server for `env` is listening (asks nothing of it)."""
     try:
-        conn = _connect(os.path.join(socket_dir(), f"{server_key(env)}.sock"))
+        folder = PrivateDir.open(_folder_path())
     except OSError:
         return False
+    try:
+        conn = _connect(folder, f"{server_key(env)}.sock")
+    except OSError:
+        return False
+    finally:
+        folder.close()
     if conn is None:
         return False
     conn.close()
@@ -205,91 +253,127 @@ def start_task(
     """Run `python -m MODULE ARGV` (a replay worker) forked from the warm server for `env`,
     starting the server when none runs. Raises OSError when no server can be reached (the
     caller then starts a fresh process)."""
-    path = os.path.join(socket_dir(), f"{server_key(env)}.sock")
-    conn = _connect(path)
-    if conn is None:
-        if os.path.exists(path + ".failed"):  # not again on every replay: it costs a start
-            raise OSError(f"a warm server failed to start here before; see {path}.log")
-        conn = _spawn_and_connect(path, env)
+    name = f"{server_key(env)}.sock"
+    folder = PrivateDir.open(_folder_path())
+    try:
+        conn = _connect(folder, name)
+        if conn is None:
+            if folder.exists(name + ".failed"):  # not again on every replay: it costs a start
+                raise OSError(
+                    f"a warm server failed to start here before; see {folder.path}/{name}.log"
+                )
+            conn = _spawn_and_connect(folder, name, env)
+    finally:
+        folder.close()
     umask = os.umask(0)
     os.umask(umask)
-    request = {"argv": list(argv), "cwd": cwd or os.getcwd(), "env": env, "umask": umask,
-               "log": log, "module": module}  # fmt: skip
+    request = {"argv": list(argv), "cwd": cwd or os.getcwd(), "env": outside_identity(env),
+               "umask": umask, "log": log, "module": module}  # fmt: skip
     conn.sendall(json.dumps(request).encode() + b"\n")
     return WarmProcess(conn)
 
 
-def _connect(path: str) -> socket.socket | None:
+def outside_identity(env: dict[str, str]) -> dict[str, str]:
+    """The variables of `env` that `server_key` leaves out: all a request needs to carry."""
+    return {k: v for k, v in env.items() if k in VOLATILE_ENV or k.startswith("FLORQL_")}
+
+
+def _connect(folder: PrivateDir, name: str) -> socket.socket | None:
+    """A connection to this user's server at `name`, or None when none listens.
+
+    Raises:
+        OSError: the socket's server runs as another user (nothing was sent to it).
+    """
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        s.connect(path)
-        return s
+        s.connect(folder.sock_path(name))
     except OSError:
         s.close()
         return None
+    if not peer_is_me(s):
+        s.close()
+        raise OSError(f"the warm server at {folder.path}/{name} runs as another user")
+    return s
 
 
-def _spawn_and_connect(path: str, env: dict[str, str]) -> socket.socket:
+def _spawn_and_connect(folder: PrivateDir, name: str, env: dict[str, str]) -> socket.socket:
     """Start a server (one at a time per socket: a lock file) and connect when it listens."""
-    with open(path + ".lock", "a+b") as lock:
+    lock = folder.open_file(name + ".lock", os.O_RDWR | os.O_CREAT)
+    try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        conn = _connect(path)  # another client may have started it meanwhile
+        conn = _connect(folder, name)  # another client may have started it meanwhile
         if conn is not None:
             return conn
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # a dead server's socket
+        folder.unlink(name)  # a dead server's socket
         if sys.stderr.isatty():  # a few quiet seconds otherwise
             print(
                 "florql: starting a warm replay server (it imports torch once, then stays up "
                 f"{idle_seconds():.0f} s after the last replay)",
                 file=sys.stderr,
             )
-        _SPAWNED[:] = [p for p in _SPAWNED if p.poll() is None]
-        with open(path + ".log", "ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", SERVER_MODULE, path, repr(idle_seconds())],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=env, cwd="/", start_new_session=True,
-            )  # fmt: skip
-        _SPAWNED.append(proc)
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                with open(path + ".failed", "w") as f:
-                    f.write(f"exit status {proc.returncode}\n")
-                raise OSError(f"warm worker server exited with {proc.returncode}; see {path}.log")
-            if os.path.exists(path):
-                conn = _connect(path)
-                if conn is not None:
-                    return conn
-            time.sleep(0.01)
-        proc.kill()
-        raise OSError(f"warm worker server did not start within {READY_TIMEOUT:.0f} s")
+        return _start_server(folder, name, env)
+    finally:
+        os.close(lock)
+
+
+def _start_server(folder: PrivateDir, name: str, env: dict[str, str]) -> socket.socket:
+    _SPAWNED[:] = [p for p in _SPAWNED if p.poll() is None]
+    log = folder.open_file(name + ".log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:  # the server inherits the checked folder's descriptor: it never resolves the path
+        proc = subprocess.Popen(
+            [sys.executable, "-m", SERVER_MODULE, str(folder.fd), name, repr(idle_seconds())],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=env, cwd="/", start_new_session=True, pass_fds=(folder.fd,),
+        )  # fmt: skip
+    finally:
+        os.close(log)
+    _SPAWNED.append(proc)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            failed = folder.open_file(name + ".failed", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.write(failed, f"exit status {proc.returncode}\n".encode())
+            os.close(failed)
+            raise OSError(
+                f"warm worker server exited with {proc.returncode}; see {folder.path}/{name}.log"
+            )
+        if folder.exists(name):
+            conn = _connect(folder, name)
+            if conn is not None:
+                return conn
+        time.sleep(0.01)
+    proc.kill()
+    raise OSError(f"warm worker server did not start within {READY_TIMEOUT:.0f} s")
 
 
 # --- server -----------------------------------------------------------------------------------
 
 
-def serve(path: str, idle: float) -> int | tuple[list[str], dict[str, Any]]:
-    """Preload, listen at `path`, fork a child per request until idle. Returns the server's
-    exit code, or, in a forked child, the request it must run."""
+def serve(
+    folder: PrivateDir, path: str, idle: float, preload: Sequence[str] = PRELOAD
+) -> int | tuple[list[str], dict[str, Any]]:
+    """Preload, listen at `path` (a name in `folder`), fork a child per request of this user
+    until idle. Returns the server's exit code, or, in a forked child, the request it must run
+    (with its environment rebuilt: see the module docstring)."""
+    base_env = dict(os.environ)  # the caller's, as the client started this server
     # A check that CUDA is there must not start it here: a CUDA context does not survive fork.
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-    for name in PRELOAD:
+    for module in preload:
         with contextlib.suppress(ImportError):
-            __import__(name)
+            __import__(module)
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         print("florql: warm server: importing torch started CUDA; not forking", file=sys.stderr)
         return 1
     tmp = f"{path}.{os.getpid()}.tmp"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(tmp)
+    listener.bind(folder.sock_path(tmp))
     listener.listen(64)
-    os.rename(tmp, path)  # clients see the socket only once it accepts
-    with open(path + ".pid", "w") as f:
-        f.write(f"{os.getpid()}\n")
-    inode = os.stat(path).st_ino
+    folder.rename(tmp, path)  # clients see the socket only once it accepts
+    pid_fd = folder.open_file(path + ".pid", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.write(pid_fd, f"{os.getpid()}\n".encode())
+    os.close(pid_fd)
+    inode = folder.inode(path)
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ)
     children: dict[int, socket.socket] = {}
@@ -301,10 +385,11 @@ def serve(path: str, idle: float) -> int | tuple[list[str], dict[str, Any]]:
             for key, _ in sel.select(timeout=0.05):
                 if key.fileobj is listener:
                     conn, _ = listener.accept()
-                    request = _read_request(conn)
-                    if request is None:
+                    request = _read_request(conn) if peer_is_me(conn) else None
+                    if request is None:  # another user's process, or not a request
                         conn.close()
                         continue
+                    request["env"] = _child_env(base_env, request.get("env") or {})
                     pid = os.fork()
                     if pid == 0:  # the child: drop the server's sockets, run the task
                         sel.close()
@@ -312,6 +397,7 @@ def serve(path: str, idle: float) -> int | tuple[list[str], dict[str, Any]]:
                         for c in children.values():
                             c.close()
                         conn.close()
+                        folder.close()
                         return _become_worker(request)
                     conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
                     children[pid] = conn
@@ -333,13 +419,20 @@ def serve(path: str, idle: float) -> int | tuple[list[str], dict[str, Any]]:
                     last = time.monotonic()
     finally:  # the server (not a child) removes its socket, unless a newer server's is there
         with contextlib.suppress(FileNotFoundError):
-            if os.getpid() == server_pid and os.stat(path).st_ino == inode:
-                os.unlink(path)
-                os.unlink(path + ".pid")
-                if os.path.getsize(path + ".log") == 0:  # nothing went wrong: no trace left
-                    os.unlink(path + ".log")
-                os.unlink(path + ".lock")  # a racing spawner at worst starts a spare server
+            if os.getpid() == server_pid and folder.inode(path) == inode:
+                folder.unlink(path)
+                folder.unlink(path + ".pid")
+                if folder.size(path + ".log") == 0:  # nothing went wrong: no trace left
+                    folder.unlink(path + ".log")
+                folder.unlink(path + ".lock")  # a racing spawner at worst starts a spare server
     return 0
+
+
+def _child_env(base: dict[str, str], sent: dict[str, str]) -> dict[str, str]:
+    """The caller's environment: the server's (equal outside the volatile and FLORQL_*
+    variables, or the key would differ) with those taken from the request."""
+    kept = {k: v for k, v in base.items() if k not in VOLATILE_ENV and not k.startswith("FLORQL_")}
+    return {**kept, **outside_identity({str(k): str(v) for k, v in sent.items()})}
 
 
 def _read_request(conn: socket.socket) -> dict[str, Any] | None:
@@ -365,7 +458,7 @@ def _become_worker(request: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     os.umask(int(request["umask"]))
     os.environ.clear()
     os.environ.update(request["env"])
-    fd = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    fd = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(fd, 1)
@@ -384,11 +477,17 @@ def _become_worker(request: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2:
-        print("usage: python -m florql.replay.warm SOCKET IDLE_SECONDS", file=sys.stderr)
+    if len(args) != 3 or not args[0].isdigit():
+        print("usage: python -m florql.replay.warm FOLDER_FD SOCKET_NAME IDLE_SECONDS",
+              file=sys.stderr)  # fmt: skip
         return 2
+    fd = int(args[0])
+    problem = not_private(os.fstat(fd))  # checked again here: trust no descriptor blindly
+    if problem:
+        print(f"florql: warm server: the socket folder is {problem}", file=sys.stderr)
+        return 1
     try:
-        outcome = serve(args[0], float(args[1]))
+        outcome = serve(PrivateDir(f"/proc/self/fd/{fd}", fd), args[1], float(args[2]))
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             return 0

@@ -44,6 +44,7 @@ from sqlglot.optimizer.scope import Scope, traverse_scope
 from florql.errors import QueryError
 from florql.sql import selection as sel
 from florql.sql.catalog import Catalog
+from florql.sql.pivot import has_statement_pivot, pivot_names
 from florql.sql.safety import check_read_only, check_text
 from florql.sql.statement import DIALECT, parse_statement
 
@@ -74,6 +75,8 @@ def analyze(sql: str, catalog: Catalog) -> Analysis:
     statement = parse_statement(sql)
     check_read_only(statement)
     raw_names = _raw_column_names(statement)
+    if has_statement_pivot(statement):  # its output columns are known only to DuckDB
+        return _pivot_analysis(statement, catalog, raw_names)
     known = {c.lower() for cols in catalog.view_columns().values() for c in cols}
     candidates = {n.lower(): n for n in raw_names if n.lower() not in known}
     qualified = _qualify(statement, catalog, set(candidates.values()))
@@ -90,6 +93,20 @@ def analyze(sql: str, catalog: Catalog) -> Analysis:
     analysis.named = {n for n in analysis.names if n.lower() in spelled} | analysis.names_in_records
     analysis.selection = _selection(qualified, catalog)
     return analysis
+
+
+def _pivot_analysis(statement: exp.Expr, catalog: Catalog, raw_names: set[str]) -> Analysis:
+    """The loose analysis of a query holding a statement-style PIVOT (see pivot.py)."""
+    names = pivot_names(statement, catalog)
+    spelled = {r.lower() for r in raw_names}
+    return Analysis(
+        statement=statement,
+        views=_views(statement),
+        names=names,
+        missing={n for n in names if n not in catalog.names},
+        named={n for n in names if n.lower() in spelled},
+        selection=sel.Unknown("PIVOT"),
+    )
 
 
 def _raw_column_names(statement: exp.Expr) -> set[str]:

@@ -22,6 +22,8 @@ def query_main(args: Any) -> int:
         workers=args.workers,
         progress=sys.stderr.isatty(),
         persist=True,
+        memory_limit=args.memory_limit,
+        timeout=args.timeout,
         tolerance=args.tolerance,
         verify=args.verify,
         allow_damage=getattr(args, "allow_damage", False),

@@ -14,16 +14,20 @@ in memory with external access disabled and its configuration locked: a second w
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from florql.errors import QueryError, StoreError
+from florql.errors import BadInputError, QueryError, StoreError
 from florql.sql import views
 from florql.sql.analysis import Analysis, analyze
 from florql.sql.cache import Cache
 from florql.sql.catalog import Catalog
+from florql.sql.guard import run as guarded
+from florql.sql.limits import default_memory_limit, parse_memory_limit
 from florql.sql.missing import resolve_missing
 
 _DUCKDB_CONFIG = {
@@ -32,6 +36,21 @@ _DUCKDB_CONFIG = {
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
 }
+
+
+def _duckdb_call(call: Any, limits: Any) -> Any:
+    """`call()`, with DuckDB's errors as one-sentence QueryErrors."""
+    try:
+        return call()
+    except duckdb.OutOfMemoryException:
+        raise QueryError(
+            f"the query needs more memory than its limit of {limits.memory_limit}; select "
+            "fewer rows, or raise the limit (--memory-limit, e.g. 16GB)"
+        ) from None
+    except duckdb.InterruptException:
+        raise KeyboardInterrupt from None
+    except duckdb.Error as e:
+        raise QueryError(_clean_duckdb_error(e)) from None
 
 
 def _clean_duckdb_error(e: duckdb.Error) -> str:
@@ -54,15 +73,21 @@ def _store_class() -> Any:
 class Relation:
     """A query result, computed when asked: `df()`, `arrow()`, `fetchall()`, `show()`."""
 
-    def __init__(self, relation: duckdb.DuckDBPyRelation | None, analysis: Analysis) -> None:
+    def __init__(
+        self,
+        relation: duckdb.DuckDBPyRelation | None,
+        analysis: Analysis,
+        connection: Connection | None = None,
+    ) -> None:
         self._relation = relation
         self.analysis = analysis
+        self._connection = connection
 
     def _run(self, verb: str, *args: Any) -> Any:
-        try:
-            return getattr(self._relation, verb)(*args)
-        except duckdb.Error as e:
-            raise QueryError(_clean_duckdb_error(e)) from None
+        call = getattr(self._relation, verb)
+        if self._connection is None:
+            return _duckdb_call(lambda: call(*args), self)
+        return self._connection._guarded(lambda: call(*args))
 
     @property
     def columns(self) -> list[str]:
@@ -102,6 +127,8 @@ class Connection:
         workers: int | None = None,
         progress: bool = False,
         persist: bool = False,
+        memory_limit: str | None = None,
+        timeout: float | None = None,
         tolerance: float | None = None,
         verify: int = 0,
         allow_damage: bool = False,
@@ -115,6 +142,13 @@ class Connection:
         self.workers = workers
         self.progress = progress
         self.persist = persist
+        self.memory_limit = (
+            default_memory_limit() if memory_limit is None else parse_memory_limit(memory_limit)
+        )
+        if timeout is not None and not timeout > 0:
+            raise BadInputError(f"--timeout {timeout} must be a number of seconds > 0")
+        self.timeout = timeout  # of each DuckDB query, in seconds (None: no limit)
+        self._own_temp: str | None = None  # DuckDB's spill folder when the cache has none
         self.tolerance = (
             tolerance  # of replay's fidelity check (None: $FLORQL_REPLAY_TOLERANCE or 0)
         )
@@ -141,7 +175,7 @@ class Connection:
             # DuckDB shares one database among a process's connections to a file: a second
             # florql connection here would write the same tables, so it stays in memory.
             if store_id is not None and path not in _CACHE_FILES_IN_USE:
-                con = persist.open_database(path, _DUCKDB_CONFIG)
+                con = persist.open_database(path, self._duckdb_config())
                 if con is not None:
                     _CACHE_FILES_IN_USE.add(path)
                     self._cache_file = path
@@ -149,7 +183,7 @@ class Connection:
                 state = persist.load_state(con, store)
         persistent = con is not None
         if con is None:
-            con = duckdb.connect(":memory:", config=dict(_DUCKDB_CONFIG))
+            con = duckdb.connect(":memory:", config=self._duckdb_config())
         con.execute("SET lock_configuration = true")
         self._duck_con = con
         try:
@@ -157,6 +191,20 @@ class Connection:
         except (KeyError, TypeError, ValueError, duckdb.Error):
             # A cache written by another florql version: it is derived data, rebuild it.
             self._cache = Cache(con, persistent=persistent, state=None)
+
+    def _duckdb_config(self) -> dict[str, Any]:
+        """The walls (external access off) plus this connection's limits, and a private spill
+        folder (DuckDB lets queries read its temporary folder; its default for an in-memory
+        database is `.tmp` in the working folder)."""
+        from florql.sql import persist
+
+        try:
+            temp = persist.temp_dir()
+        except OSError:  # no usable cache folder (a read-only home): a private one of our own
+            if self._own_temp is None:
+                self._own_temp = tempfile.mkdtemp(prefix="florql-duckdb-")
+            temp = self._own_temp
+        return {**_DUCKDB_CONFIG, "temp_directory": temp, "memory_limit": self.memory_limit}
 
     @property
     def _duck(self) -> duckdb.DuckDBPyConnection:
@@ -246,11 +294,14 @@ class Connection:
             catalog = self.catalog(extra)
             analysis = analyze(query, catalog)
         views.define_views(self._duck, self.cache, catalog, analysis.names | extra)
-        try:
-            relation = self._duck.sql(query)
-        except duckdb.Error as e:
-            raise QueryError(_clean_duckdb_error(e)) from None
-        return Relation(relation, analysis)
+        duck = self._duck
+        # A SELECT is lazy here, but a PIVOT reads its data to learn its columns.
+        relation = self._guarded(lambda: duck.sql(query))
+        return Relation(relation, analysis, self)
+
+    def _guarded(self, call: Any) -> Any:
+        """`call()` on this connection's DuckDB, stoppable by Ctrl-C and `timeout`."""
+        return guarded(self._duck, lambda: _duckdb_call(call, self), self.timeout)
 
     def close(self) -> None:
         if self._duck_con is not None:
@@ -263,6 +314,9 @@ class Connection:
         if self._store is not None:
             self._store.close()
             self._store = None
+        if self._own_temp is not None and self._duck_con is None:
+            shutil.rmtree(self._own_temp, ignore_errors=True)
+            self._own_temp = None
 
     def __enter__(self) -> Connection:
         return self
@@ -279,12 +333,15 @@ def connect(
     tolerance: float | None = None,
     verify: int = 0,
     allow_damage: bool = False,
+    memory_limit: str | None = None,
+    timeout: float | None = None,
 ) -> Connection:
     """Open a read-only connection to `store` (default `$FLORQL_STORE` or `./.florql`);
     `tolerance` is that of replay's fidelity check (default: exact); `verify`: iterations per
     run a replay re-executes in full afterwards to check what it stored; `allow_damage`
     answers from the intact part of a damaged store, with a warning on stderr naming what is
-    lost."""
+    lost; `memory_limit` (like "8GB"; default half the RAM) and `timeout` (seconds; default
+    none) bound each query."""
     return Connection(
         store,
         replay=replay,
@@ -292,6 +349,8 @@ def connect(
         tolerance=tolerance,
         verify=verify,
         allow_damage=allow_damage,
+        memory_limit=memory_limit,
+        timeout=timeout,
     )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from typing import Any
 
 import duckdb
@@ -35,6 +36,24 @@ def cache_dir() -> str:
         return explicit
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "florql", "sql")
+
+
+def temp_dir() -> str:
+    """DuckDB's spill folder: `tmp` beside the cache files, private to this user.
+
+    DuckDB lets a query read its temporary folder even with external access off, and an
+    in-memory database's default is `.tmp` in the working folder (the user's files): it must
+    be a folder that holds nothing but DuckDB's own spill files.
+
+    Raises:
+        OSError: the folder exists but belongs to another user or others may enter it.
+    """
+    path = os.path.join(cache_dir(), "tmp")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise OSError(f"{path} is not a folder private to this user")
+    return path
 
 
 def store_id_of(store: Any) -> str | None:

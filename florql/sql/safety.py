@@ -1,9 +1,11 @@
 """The first wall: refuse any statement that is not a read-only query over florql's views.
 
 The store is the truth and queries only read it. A statement passes when it is a query
-(SELECT, set operations, VALUES) or `DESCRIBE <view>`, every table it reads is one of florql's
-views or a CTE the query defines, every table function is on a small allow-list, and no function
-that reads files appears anywhere. Everything else (INSERT, COPY, ATTACH, INSTALL, SET, PRAGMA,
+(SELECT, set operations, VALUES, PIVOT/UNPIVOT) or `DESCRIBE <view>`, every table it reads is
+one of florql's views or a CTE in scope where it is read (sqlglot's scope walk, so a CTE inside
+a subquery does not whitelist its name in an outer FROM), every table function is on a small
+allow-list, and no function that reads files or reveals settings (`current_setting`) appears
+anywhere. Everything else (INSERT, COPY, ATTACH, INSTALL, SET, PRAGMA,
 CALL, `FROM 'file.csv'`, `read_parquet(...)`, ...) is refused with `QueryError` before DuckDB sees
 it. The second wall is the DuckDB connection itself (external access off, configuration locked;
 see `connection.py`).
@@ -19,6 +21,7 @@ florql_storage.errors.QueryError: COPY is not allowed: florql queries are read-o
 from __future__ import annotations
 
 from sqlglot import exp
+from sqlglot.optimizer.scope import traverse_scope
 
 from florql.errors import QueryError
 
@@ -33,6 +36,9 @@ _FILE_FUNCTIONS = frozenset(
     {"sqlite_scan", "sqlite_attach", "postgres_scan", "mysql_scan", "query", "query_table",
      "getenv", "load_aws_credentials", "from_csv_auto", "scan_arrow_ipc"}
 )  # fmt: skip
+
+# Scalar functions that reveal DuckDB's configuration (temp and home folders, ...).
+_SETTING_FUNCTIONS = frozenset({"current_setting"})
 
 _STATEMENT_NAMES = {
     exp.Insert: "INSERT",
@@ -86,7 +92,7 @@ def check_read_only(statement: exp.Expr) -> None:
     if isinstance(statement, exp.Describe):
         _check_describe(statement)
         return
-    if not isinstance(statement, exp.Query):
+    if not isinstance(statement, (exp.Query, exp.Pivot)):  # a bare PIVOT/UNPIVOT reads too
         raise QueryError(_refusal(statement))
     for node in statement.walk():
         if isinstance(node, tuple(_STATEMENT_NAMES)):
@@ -139,14 +145,37 @@ def _check_function(func: exp.Func) -> None:
             f"function {name}() is not allowed: florql queries read only the store's views "
             "(logs, records, runs, checkpoints)"
         )
+    if name in _SETTING_FUNCTIONS:
+        raise QueryError(
+            f"function {name}() is not allowed: DuckDB's settings hold private paths of this "
+            "machine; florql queries read only the store's views"
+        )
 
 
-def _cte_names(statement: exp.Expr) -> set[str]:
-    return {cte.alias_or_name.lower() for cte in statement.find_all(exp.CTE)}
+def _cte_references(statement: exp.Expr) -> set[int]:
+    """The ids of the Table nodes that name a CTE in scope where they appear.
+
+    A CTE is visible only in its own WITH's query (and, recursive, in itself): one defined
+    inside a subquery does not make the same name readable in an outer FROM, where DuckDB would
+    resolve it to a table or a file. sqlglot's scope walk knows which names each scope may
+    read; a query it cannot walk proves no CTE reference, so its CTE names are refused as
+    unknown tables (never let through).
+    """
+    try:
+        scopes = traverse_scope(statement)
+    except Exception:  # sqlglot's scope analysis gave up: prove nothing
+        return set()
+    proven: set[int] = set()
+    for scope in scopes:
+        ctes = {name.lower() for name in scope.cte_sources}
+        for table in scope.tables:
+            if not table.db and not table.args.get("catalog") and table.name.lower() in ctes:
+                proven.add(id(table))
+    return proven
 
 
 def _check_tables(statement: exp.Expr) -> None:
-    ctes = _cte_names(statement)
+    ctes = _cte_references(statement)
     for table in statement.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier):
             name = _function_name(table.this)
@@ -159,7 +188,7 @@ def _check_tables(statement: exp.Expr) -> None:
         _check_table_name(table, ctes)
 
 
-def _check_table_name(table: exp.Table, ctes: set[str]) -> None:
+def _check_table_name(table: exp.Table, ctes: set[int]) -> None:
     name = table.name.lower()
     schema = (table.db or "").lower()
     if schema and schema != "main" or table.args.get("catalog") is not None:
@@ -167,7 +196,7 @@ def _check_table_name(table: exp.Table, ctes: set[str]) -> None:
             f"table {table.sql(dialect='duckdb')} is not one of florql's views; "
             "query logs, records, runs or checkpoints"
         )
-    if name in VIEWS or (not schema and name in ctes):
+    if name in VIEWS or id(table) in ctes:
         return
     raise QueryError(
         f"unknown table {table.name!r}: florql's views are logs, records, runs and checkpoints"

@@ -53,7 +53,7 @@ def parse_statement(sql: str) -> exp.Expr:
         with _quiet_sqlglot():
             statements = [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
     except ParseError as e:
-        raise QueryError(_syntax_message(e)) from None
+        raise QueryError(_syntax_message(e) + _pivot_hint(sql)) from None
     except TokenError as e:
         raise QueryError(f"syntax error: {e} (an unterminated quote or comment?)") from None
     if not statements:
@@ -61,6 +61,14 @@ def parse_statement(sql: str) -> exp.Expr:
     if len(statements) > 1:
         raise QueryError("only one SQL statement per query is allowed; run them one at a time")
     return statements[0]
+
+
+def _pivot_hint(sql: str) -> str:
+    """sqlglot reads no ORDER BY/LIMIT after a bare PIVOT; a subquery around it does."""
+    first = sql.lstrip(" \t\r\n(").split(None, 1)
+    if first and first[0].upper() in ("PIVOT", "UNPIVOT"):
+        return f" (to sort or limit a {first[0].upper()}, wrap it: SELECT * FROM ({first[0].upper()} ...) ORDER BY ...)"
+    return ""
 
 
 def _syntax_message(e: ParseError) -> str:

@@ -184,7 +184,16 @@ def test_progress_when_asked_and_other_edits_are_reported(
     err = capsys.readouterr().err
     assert "replay [" in err and "6/6 iterations" in err
     assert any("print(" in e for e in report.other_edits)
-    assert "other edit(s) of the script were not replayed" in err
+    # Before running, the edits left out are shown as a diff from the current code (issue 11).
+    assert "other edit(s) of the script are not replayed" in err
+    assert err.index("other edit(s)") < err.index("replay [")  # said before anything runs
+    assert '-print("a line the recorded run never had")' in err
+    assert "+++ train.py (what the replay runs)" in err
+    described = hindsight.plan(
+        str(fresh.store), ["running2"], ALL, script=script(edited)
+    ).describe()
+    assert '  -print("a line the recorded run never had")' in described
+    assert "_replay_rest_unneeded" not in described  # florql's own guard is not the user's code
 
 
 EVAL_V1 = V1.replace(

@@ -54,6 +54,34 @@ FORBIDDEN = [
         "WITH x AS (SELECT * FROM read_parquet('p')) SELECT * FROM x",
         "read_parquet() is not allowed",
     ),
+    # A CTE is in scope only inside its own WITH's query (issue 11 item 3): one defined in a
+    # subquery must not whitelist its name in an outer FROM (DuckDB reads it as a file there).
+    (
+        "SELECT * FROM (WITH x AS (SELECT 1) SELECT * FROM x) a, x",
+        "unknown table 'x'",
+    ),
+    (
+        'SELECT * FROM (WITH ".tmp/creds.csv" AS (SELECT 1) SELECT * FROM ".tmp/creds.csv") a, '
+        '".tmp/creds.csv"',
+        "unknown table '.tmp/creds.csv'",
+    ),
+    (
+        "SELECT (SELECT count(*) FROM (WITH _values AS (SELECT 1) SELECT 1)) FROM _values",
+        "unknown table '_values'",
+    ),
+    (
+        "SELECT * FROM logs WHERE run_id IN (WITH _runs AS (SELECT 'r1') SELECT * FROM _runs) "
+        "UNION ALL SELECT * FROM logs, _runs",
+        "unknown table '_runs'",
+    ),
+    (
+        "WITH a AS (SELECT * FROM (WITH b AS (SELECT 1) SELECT 1)) SELECT * FROM b",
+        "unknown table 'b'",
+    ),
+    ("SELECT current_setting('temp_directory')", "function current_setting() is not allowed"),
+    ("SELECT current_setting('home_' || 'directory')", "current_setting() is not allowed"),
+    ("SELECT * FROM (PIVOT read_csv('x') ON a USING count(*))", "read_csv() is not allowed"),
+    ("SELECT * FROM (PIVOT _values ON epoch USING avg(loss))", "unknown table '_values'"),
     ("SELECT 1; DROP VIEW logs", "only one SQL statement"),
     ("SELECT 1; SELECT 2", "only one SQL statement"),
 ]
@@ -130,3 +158,77 @@ def test_the_query_path_does_not_expose_python_variables(con) -> None:
     secret = [1]  # noqa: F841  (DuckDB's replacement scans would find a local DataFrame by name)
     with pytest.raises(QueryError, match="unknown table 'secret'"):
         con.sql("SELECT * FROM secret")
+
+
+# Read-only statements that must run (issue 10: PIVOT was refused as "not read-only"), each with
+# an equivalent plain query as its oracle.
+ALLOWED = [
+    (
+        "PIVOT logs ON epoch USING avg(loss) GROUP BY run_id",
+        "SELECT run_id, avg(loss) FILTER (epoch = 1), avg(loss) FILTER (epoch = 2), "
+        "avg(loss) FILTER (epoch = 3) FROM logs GROUP BY run_id",
+    ),
+    (
+        "SELECT * FROM (PIVOT logs ON epoch USING avg(loss) GROUP BY run_id) ORDER BY run_id DESC",
+        "SELECT run_id, avg(loss) FILTER (epoch = 1), avg(loss) FILTER (epoch = 2), "
+        "avg(loss) FILTER (epoch = 3) FROM logs GROUP BY run_id ORDER BY run_id DESC",
+    ),
+    (
+        'SELECT run_id, "2" FROM (PIVOT logs ON epoch USING max(acc) GROUP BY run_id) '
+        "ORDER BY 2 DESC LIMIT 1",
+        "SELECT run_id, acc FROM logs WHERE epoch = 2 AND acc IS NOT NULL ORDER BY 2 DESC LIMIT 1",
+    ),
+    (
+        "SELECT * FROM (UNPIVOT (SELECT run_id, epoch, acc FROM logs WHERE acc IS NOT NULL) "
+        "ON acc INTO NAME n VALUE v) ORDER BY v DESC, run_id",
+        "SELECT run_id, epoch, 'acc', acc FROM logs WHERE acc IS NOT NULL "
+        "ORDER BY acc DESC, run_id",
+    ),
+    (
+        "SELECT * FROM (SELECT run_id, epoch, acc FROM logs WHERE acc IS NOT NULL) "
+        "PIVOT (max(acc) FOR epoch IN (1, 3)) ORDER BY run_id",
+        "SELECT run_id, max(acc) FILTER (epoch = 1), max(acc) FILTER (epoch = 3) FROM logs "
+        "GROUP BY run_id ORDER BY run_id",
+    ),
+    (
+        "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 3) "
+        "SELECT (SELECT sum(n) FROM t), (WITH u AS (SELECT 2 AS m) SELECT m FROM u)",
+        "SELECT 6, 2",
+    ),
+]
+
+
+@pytest.mark.parametrize(("sql", "oracle"), ALLOWED)
+def test_read_only_statements_run_and_equal_their_plain_form(con, sql: str, oracle: str) -> None:
+    got = con.sql(sql).fetchall()
+    want = con.sql(oracle).fetchall()
+    if "ORDER BY" not in sql:
+        got, want = sorted(got), sorted(want)
+    assert got == want and got
+
+
+def test_a_sort_after_a_bare_pivot_is_told_to_wrap_it(con) -> None:
+    with pytest.raises(QueryError, match=r"wrap it: SELECT \* FROM \(PIVOT \.\.\.\) ORDER BY"):
+        con.sql("PIVOT logs ON epoch USING avg(loss) GROUP BY run_id ORDER BY run_id")
+
+
+def test_duckdb_temp_folder_is_florql_private_one_not_the_working_folder(
+    standard_store: str, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from florql.sql import persist
+
+    # The attack of issue 11 item 3: a file under the working folder's `.tmp`, which DuckDB's
+    # default temp folder for an in-memory database made readable past external access off.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".tmp").mkdir()
+    (tmp_path / ".tmp" / "creds.csv").write_text("user,password\nalice,hunter2\n")
+    c = connect(standard_store, replay=False)
+    try:
+        c.sql("SELECT count(*) FROM logs").fetchall()
+        setting = c._duck.execute("SELECT current_setting('temp_directory')").fetchone()[0]
+        assert setting == persist.temp_dir()
+        assert os.stat(setting).st_mode & 0o077 == 0
+        with pytest.raises(duckdb.Error, match="disabled"):
+            c._duck.sql("SELECT * FROM '.tmp/creds.csv'").fetchall()
+    finally:
+        c.close()
