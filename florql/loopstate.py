@@ -258,7 +258,8 @@ def _blank(ref: str, name: str) -> Any:
         raise RecordError(
             f"cannot restore {name}: its class {ref} is not one the replayed script defines"
         )
-    return cls.__new__(cls)
+    blank: Any = cls.__new__  # no __init__: only the stored attributes are set
+    return blank(cls)
 
 
 def _own_module(mod: Any) -> bool:

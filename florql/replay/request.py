@@ -199,7 +199,7 @@ def prepare(
     admitted = [rid for rid in admitted if infos[rid].status != "running"]
     histories = _histories(store, admitted, infos)
     jobs: dict[str, RunJob] = {}
-    wants = []
+    wants: list[tuple[history.RunHistory, set[str], str, set[int]]] = []
     second: set[str] = set()
     for rid in admitted:
         s, h = splices[rid], histories[rid]
