@@ -67,6 +67,8 @@ class ReplaySession(Session):
         self._recorded: dict[tuple, list] = {}
         self._seen: dict[tuple, int] = {}
         self._new_seen: dict[tuple, int] = {}
+        # Values of the new names stored already (an earlier replay, or the run itself): never
+        # written twice, and never replaced by a different one (invariant 7).
         self._stored: dict[tuple, list] = {}
         self.compared = 0  # values of new names found stored already (compared, not written)
         self.conflicts = 0  # ... that differed
@@ -87,15 +89,12 @@ class ReplaySession(Session):
             raise BadInputError(f"run {self.run_id} is not in store {self.store_path}")
         self.run_info = runs[self.run_id]
         self._ckpts = {c.ckpt_id: c for c in self.store.checkpoints(self.run_id)}
-        self._rng = _iteration_rng(self.store, self.run_id)
+        self._recorded, self._stored, self._rng = _read_run(
+            self.store, self.run_id, self.check_names, self.new_names
+        )
         start = (self.run_info.meta or {}).get("rng")
         if start:  # before the script's first line, as recorded: unseeded draws repeat
             capture.restore_rng(start)
-        if self.check_names:
-            self._recorded = _stored_values(self.store, self.run_id, self.check_names)
-        # Values of the new names stored already (an earlier replay, or the run itself): never
-        # written twice, and never replaced by a different one (invariant 7).
-        self._stored = _stored_values(self.store, self.run_id, self.new_names, replayed=True)
 
     def extra_path(self) -> list[str]:
         """The recorded script's folder, so the spliced copy finds the run's local modules."""
@@ -295,35 +294,35 @@ def _same(a: Any, b: Any, tol: float) -> bool:
     return a == b
 
 
-def _stored_values(
-    store: Any, run_id: str, names: set[str], replayed: bool = False
-) -> dict[tuple, list]:
-    """Recorded values of `names` (with `replayed`, replayed ones too), by (name, ctx), in seq
-    order, minus the values a resume superseded."""
-    if not names:
-        return {}
+def _read_run(
+    store: Any, run_id: str, check: set[str], new: set[str]
+) -> tuple[dict[tuple, list], dict[tuple, list], dict[int, dict[str, Any]]]:
+    """One pass over the run's records: the recorded values of `check` and the stored
+    (recorded or replayed) values of `new`, both by (name, ctx) in seq order minus the values
+    a resume superseded; and the RNG states at the start of each outer iteration (a resumed
+    run's last)."""
     rows = []
     resumes = []
-    for rec in store.scan(kinds=[VALUE, RUN_RESUME], run_id=run_id):
-        if rec.kind == RUN_RESUME:
-            resumes.append((rec.lsn, rec.body["seq"]))
-            continue
-        rid, seq, name, value, ctx, _t, replay_id = rec.body
-        if rid == run_id and name in names and (replayed or not replay_id):
-            rows.append((rec.lsn, seq, name, value, ctx))
-    out: dict[tuple, list] = {}
-    for lsn, seq, name, value, ctx in sorted(rows, key=lambda r: r[1]):
+    rng: dict[int, dict[str, Any]] = {}
+    wanted = check | new
+    for rec in store.scan(kinds=[VALUE, RUN_RESUME, RNG], run_id=run_id):
+        body = rec.body
+        if rec.kind == RNG:
+            ctx = body.get("ctx") or []
+            if body.get("run_id") == run_id and len(ctx) == 1:
+                rng[int(ctx[0][1])] = body["states"]
+        elif rec.kind == RUN_RESUME:
+            resumes.append((rec.lsn, body["seq"]))
+        elif body[0] == run_id and body[2] in wanted:
+            rows.append((rec.lsn, body))
+    recorded: dict[tuple, list] = {}
+    stored: dict[tuple, list] = {}
+    for lsn, (_rid, seq, name, value, ctx, _t, replay_id) in sorted(rows, key=lambda r: r[1][1]):
         if any(seq > rseq and lsn < rlsn for rlsn, rseq in resumes):
             continue
-        out.setdefault((name, _ctx_key(ctx)), []).append(value)
-    return out
-
-
-def _iteration_rng(store: Any, run_id: str) -> dict[int, dict[str, Any]]:
-    """RNG states at the start of each outer iteration (RNG records; a resumed run's last)."""
-    out: dict[int, dict[str, Any]] = {}
-    for rec in store.scan(kinds=[RNG], run_id=run_id):
-        ctx = rec.body.get("ctx") or []
-        if rec.body.get("run_id") == run_id and len(ctx) == 1:
-            out[int(ctx[0][1])] = rec.body["states"]
-    return out
+        key = (name, _ctx_key(ctx))
+        if name in check and not replay_id:
+            recorded.setdefault(key, []).append(value)
+        if name in new:
+            stored.setdefault(key, []).append(value)
+    return recorded, stored, rng
