@@ -327,20 +327,21 @@ def _global_assignments(tree: ast.Module) -> set[str]:
 
 def _function_reads(tree: ast.Module) -> set[str]:
     """Module globals that functions read (names they neither bind nor take as parameters)."""
+    return _globals_used(tree, _loads)
+
+
+def _globals_used(tree: ast.Module, names: Any) -> set[str]:
+    """`names(body)` of every function, less the function's own locals and parameters."""
     out: set[str] = set()
     for fn in _functions(tree):
         local = (_stores(fn.body) | _params(fn)) - _declared_global(fn)
-        out |= _loads(fn.body) - local
+        out |= names(fn.body) - local
     return out
 
 
 def _function_receivers(tree: ast.Module) -> set[str]:
     """Module globals that functions change in place (see `_receivers`)."""
-    out: set[str] = set()
-    for fn in _functions(tree):
-        local = (_stores(fn.body) | _params(fn)) - _declared_global(fn)
-        out |= _receivers(fn.body) - local
-    return out
+    return _globals_used(tree, _receivers)
 
 
 def _receivers(node: ast.AST | list) -> set[str]:

@@ -91,17 +91,16 @@ def _rows(project: Path, sql: str, *flags: str) -> list[dict]:
     return json.loads(r.stdout), r.stderr
 
 
-def _case(tmp_path: Path, name: str, v2: str, sql_cols: str, *, every: int, args=()):
-    """Record the corpus script, edit it to `v2`, query; the oracle records `v2` itself."""
-    v1 = (CORPUS / name).read_text()
+def _pair(tmp_path: Path, v1: str, v2: str, *args: str, every: int) -> tuple[Path, Path]:
+    """`v1` recorded in a project whose script is then edited to `v2`, and the oracle: `v2`
+    recorded from scratch. Returns (project, oracle)."""
     project, oracle = tmp_path / "project", tmp_path / "oracle"
     for folder, text in ((project, v1), (oracle, v2)):
         folder.mkdir()
         (folder / "train.py").write_text(text)
         _cli(folder, "record", "--store", ".florql", "train.py", *args, every=every)
     (project / "train.py").write_text(v2)
-    base = f"SELECT {sql_cols} FROM logs WHERE val IS NOT NULL"
-    return project, oracle, base
+    return project, oracle
 
 
 def _check(project: Path, oracle: Path, sql: str) -> str:
@@ -130,12 +129,7 @@ def test_module_globals_best_so_far_and_gradients_replay_exactly(tmp_path, every
     v1 = (CORPUS / "lm_globals.py").read_text().replace('florql.log("val_loss"', 'florql.log("val"')
     (tmp_path / "v1.py").write_text(v1)
     v2 = _edit(v1, epoch=LM_EPOCH, after='florql.log("final_lr", lr)\n', start=LM_START)
-    project, oracle = tmp_path / "project", tmp_path / "oracle"
-    for folder, text in ((project, v1), (oracle, v2)):
-        folder.mkdir()
-        (folder / "train.py").write_text(text)
-        _cli(folder, "record", "--store", ".florql", "train.py", every=every)
-    (project / "train.py").write_text(v2)
+    project, oracle = _pair(tmp_path, v1, v2, every=every)
     cols = "epoch, val, lr_now, best_so_far, steps_so_far, hist_len, gn"
     _check(
         project,
@@ -151,12 +145,7 @@ def test_module_globals_best_so_far_and_gradients_replay_exactly(tmp_path, every
 def test_per_step_statements_in_a_train_function_read_restored_globals(tmp_path) -> None:
     v1 = (CORPUS / "lm_globals.py").read_text()
     v2 = _edit(v1, step=LM_STEP)
-    project, oracle = tmp_path / "project", tmp_path / "oracle"
-    for folder, text in ((project, v1), (oracle, v2)):
-        folder.mkdir()
-        (folder / "train.py").write_text(text)
-        _cli(folder, "record", "--store", ".florql", "train.py", every=2)
-    (project / "train.py").write_text(v2)
+    project, oracle = _pair(tmp_path, v1, v2, every=2)
     cols = "epoch, step, loss, lr_step, gstep"
     _check(
         project,
@@ -175,12 +164,7 @@ def test_per_step_statements_in_a_train_function_read_restored_globals(tmp_path)
 def test_locals_of_main_unregistered_optimizer_and_helper_objects_replay_exactly(tmp_path) -> None:
     v1 = (CORPUS / "main_fn.py").read_text()
     v2 = _edit(v1, epoch=MAIN_EPOCH)
-    project, oracle = tmp_path / "project", tmp_path / "oracle"
-    for folder, text in ((project, v1), (oracle, v2)):
-        folder.mkdir()
-        (folder / "train.py").write_text(text)
-        _cli(folder, "record", "--store", ".florql", "train.py", every=1)
-    (project / "train.py").write_text(v2)
+    project, oracle = _pair(tmp_path, v1, v2, every=1)
     cols = "epoch, val, scale_now, bad, nval, lr_now, best_w, gn, total2"
     _check(
         project,
@@ -193,12 +177,7 @@ def test_locals_of_main_unregistered_optimizer_and_helper_objects_replay_exactly
 def test_a_variable_no_checkpoint_can_hold_makes_replay_start_over_and_says_why(tmp_path) -> None:
     v1 = (CORPUS / "main_fn.py").read_text()
     v2 = _edit(v1, epoch='        florql.log("bonus_now", bonus)\n')
-    project, oracle = tmp_path / "project", tmp_path / "oracle"
-    for folder, text in ((project, v1), (oracle, v2)):
-        folder.mkdir()
-        (folder / "train.py").write_text(text)
-        _cli(folder, "record", "--store", ".florql", "train.py", "--stream", every=1)
-    (project / "train.py").write_text(v2)
+    project, oracle = _pair(tmp_path, v1, v2, "--stream", every=1)
     sql = (
         "SELECT epoch, val, bonus_now FROM logs WHERE val IS NOT NULL AND epoch >= 4 ORDER BY epoch"
     )
@@ -220,12 +199,7 @@ def test_meters_trackers_and_summary_objects_replay_exactly(tmp_path) -> None:
         )
         .replace("    # @@AFTER@@\n", '    florql.log("best_value", summary.value)\n')
     )
-    project, oracle = tmp_path / "project", tmp_path / "oracle"
-    for folder, text in ((project, v1), (oracle, v2)):
-        folder.mkdir()
-        (folder / "train.py").write_text(text)
-        _cli(folder, "record", "--store", ".florql", "train.py", every=1)
-    (project / "train.py").write_text(v2)
+    project, oracle = _pair(tmp_path, v1, v2, every=1)
     cols = "epoch, avg, train_count, since, best_so_far, lr_now"
     sql = f"SELECT {cols} FROM logs WHERE avg IS NOT NULL AND epoch >= 2 ORDER BY epoch"
     err = _check(project, oracle, sql)
