@@ -15,7 +15,8 @@ statically, once per run, from the two loops the session saw at run time (the ou
 - `inner`: when the inner loop runs in another function, that function's locals the inner loop
   assigns or changes in place and the function reads after it (`total` in `return total / n`,
   a meter updated in the loop and read after it);
-- `globals`: module globals that functions assign through `global` (`global global_step`);
+- `globals`: module globals that functions assign through `global` (`global global_step`),
+  or, when the outer loop runs in a function, change in place (`SEEN.append(v)`);
 - `receivers`: names of the outer scope the loop changes in place without assigning them
   (`history.append(v)`, `args.lr = ...`, `stopper.step(val)`, an optimizer nobody registered):
   the session captures those whose state it can read (containers, namespaces, `state_dict()`).
@@ -114,7 +115,11 @@ def plan(
         changed = _stores(loop.body) | (_receivers(loop.body) & local)
         inner_names = changed & _loads(inner_after)
     receivers -= outer_names | _stores(outer.target) | _all_imports(outer_tree)
-    globals_ = set() if outer_is_module else module_globals
+    globals_ = set() if outer_is_module else set(module_globals)
+    if not outer_is_module:  # module objects the loop's functions change (`SEEN.append(v)`)
+        shared = _function_receivers(outer_tree) & _stores(outer_tree.body)
+        globals_ |= shared - _all_imports(outer_tree)
+        receivers |= shared - _all_imports(outer_tree)
     if not outer_is_module and isinstance(scope, ast.AST):
         receivers -= _params(scope)
     extra_inner = set()

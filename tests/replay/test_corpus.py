@@ -51,6 +51,7 @@ MAIN_EPOCH = """\
         florql.log("best_w", float(best_state["0.weight"].sum()) if best_state else 0.0)
         florql.log("gn", float(sum(p.grad.norm() ** 2 for p in model.parameters())))
         florql.log("total2", total * 2)
+        florql.log("seen", len(SEEN))
 """
 
 
@@ -165,7 +166,7 @@ def test_locals_of_main_unregistered_optimizer_and_helper_objects_replay_exactly
     v1 = (CORPUS / "main_fn.py").read_text()
     v2 = _edit(v1, epoch=MAIN_EPOCH)
     project, oracle = _pair(tmp_path, v1, v2, every=1)
-    cols = "epoch, val, scale_now, bad, nval, lr_now, best_w, gn, total2"
+    cols = "epoch, val, scale_now, bad, nval, lr_now, best_w, gn, total2, seen"
     _check(
         project,
         oracle,

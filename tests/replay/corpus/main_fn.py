@@ -2,7 +2,7 @@
 
 Patterns: an optimizer and a scheduler the script never registers; a learning rate cut by hand
 in a local when validation stalls; an early-stopping helper object and a history dict changed
-in place; the best weights kept in a local dict of tensors; unseeded NumPy drawing in
+in place, and a module list a helper function appends to; the best weights kept in a local dict of tensors; unseeded NumPy drawing in
 evaluation; a generator carried across epochs (`stream`), which no checkpoint can
 hold, so replay must re-execute from the start.
 """
@@ -28,6 +28,13 @@ class EarlyStopping:
         else:
             self.bad += 1
         return self.bad > self.patience
+
+
+SEEN = []
+
+
+def remember(value):
+    SEEN.append(round(value, 3))
 
 
 def noise_stream():
@@ -72,6 +79,7 @@ def main():
         with torch.no_grad():
             val = torch.nn.functional.cross_entropy(model(xs[pick]), ys[pick]).item() + bonus
         history["val"].append(val)
+        remember(val)
         florql.log("val", val)
         # @@EPOCH@@
         if best_state is None or val <= min(history["val"]):
