@@ -32,6 +32,11 @@ def query_main(args: Any) -> int:
         table = con.sql(args.sql).arrow()
     finally:
         con.close()
+    if args.output is not None or args.format == "parquet":
+        from florql.sql.export import write_table
+
+        write_table(table, args.format, args.output)
+        return 0
     try:
         sys.stdout.write(format_result(table, args.format))
         sys.stdout.flush()
