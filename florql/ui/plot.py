@@ -64,8 +64,8 @@ def _from_names(con: Connection, names: list[str], by: str, x: str) -> list[Pane
     for name in names:
         if name not in known:
             raise QueryError(
-                f"no run logged a numeric {name!r}; `florql query \"SELECT DISTINCT name "
-                "FROM records\"` lists the names"
+                f'no run logged a numeric {name!r}; `florql query "SELECT DISTINCT name '
+                'FROM records"` lists the names'
             )
         data = series.read_series(con, series.SeriesRequest(name, x, (), WIDTH))
         lines = {rid: (xs, ys) for rid, (xs, ys) in data["runs"].items()}

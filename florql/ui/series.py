@@ -62,8 +62,10 @@ def series_sql(req: SeriesRequest) -> str:
     Each run keeps every point when it has at most 2*width of them, else the min and max of y
     in each of `width` equal x buckets.
     """
-    x = "row_number() OVER (PARTITION BY run_id ORDER BY lsn) - 1" if req.x == GLOBAL_STEP else (
-        f"CAST({quote_ident(req.x)} AS DOUBLE)"
+    x = (
+        "row_number() OVER (PARTITION BY run_id ORDER BY lsn) - 1"
+        if req.x == GLOBAL_STEP
+        else (f"CAST({quote_ident(req.x)} AS DOUBLE)")
     )
     runs = ""
     if req.runs:

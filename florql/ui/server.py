@@ -109,7 +109,6 @@ def create_app(store: str, token: str, workers: int | None = None) -> Starlette:
 
     def explain(request: Request, body: dict) -> Any:
         from florql.sql.commands import explain_text
-
         from florql.ui.jobs import logs_sql
 
         name = _name_of(body)
