@@ -1,0 +1,71 @@
+"""`florql ui`'s HTTP side: the token guards every page and API call, queries go through the
+same read-only SQL walls as the CLI, bad input is one sentence."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.replay.conftest import env
+
+
+def test_requests_without_the_token_are_refused(served) -> None:
+    status, body = served.get("/api/runs", token="")
+    assert status == 403 and b"token" in body
+    assert served.get("/api/runs", token="wrong-token")[0] == 403
+    assert served.request("/api/hindsight", b'{"name": "x"}', token="")[0] == 403
+    status, _ = served.get("/?token=wrong", token="")
+    assert status == 403
+    assert served.get(f"/?token={served.token}", token="")[0] == 200
+
+
+def test_the_runs_and_chart_endpoints_answer(served) -> None:
+    status, body = served.get("/api/runs?metrics=loss,acc")
+    assert status == 200
+    runs = json.loads(body)["runs"]
+    assert [r["run_id"] for r in runs] == ["r1", "r2"]
+    status, body = served.get("/api/chart?name=acc&x=epoch&runs=r2")
+    got = json.loads(body)
+    assert status == 200 and list(got["runs"]) == ["r2"]
+    assert got["runs"]["r2"] == [[1.0, 2.0, 3.0], [0.35, 0.6, 0.85]]
+
+
+def test_the_sql_box_is_read_only(served) -> None:
+    status, body = served.request("/api/sql", b'{"sql": "SELECT count(*) AS n FROM logs"}')
+    assert status == 200 and json.loads(body)["rows"] == [[32]]
+    for sql in ["COPY runs TO '/tmp/florql-ui-x.csv'", "SELECT * FROM read_csv('/etc/passwd')"]:
+        status, body = served.request("/api/sql", json.dumps({"sql": sql}).encode())
+        assert status == 400, body
+        assert "error" in json.loads(body)
+    status, body = served.request("/api/sql", b'{"sql": ""}')
+    assert status == 400 and b"empty" in body
+
+
+def test_a_bad_chart_request_is_one_sentence(served) -> None:
+    status, body = served.get("/api/chart?name=loss&width=lots")
+    assert status == 400
+    assert json.loads(body) == {"error": "width must be a whole number of pixels"}
+
+
+def test_the_cli_prints_a_tokened_url_on_loopback(ui_store) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "florql", "ui", "--store", ui_store, "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
+    )  # fmt: skip
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("florql ui: open http://127.0.0.1:"), line
+        assert "?token=" in line and len(line.split("token=")[1].strip()) >= 30
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)  # closes the pipes
+
+
+def test_ui_on_a_missing_store_is_one_line_and_exit_2(tmp_path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "florql", "ui", "--store", str(tmp_path / "nope")],
+        capture_output=True, text=True, env=env(), timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2  # as `florql query` on a missing store
+    assert done.stderr.count("\n") == 1 and "no florql store" in done.stderr
