@@ -114,6 +114,11 @@ def create_app(store: str, token: str, workers: int | None = None) -> Starlette:
         name = _name_of(body)
         return {"name": name, "plan": reader(explain_text, logs_sql(name))}
 
+    def candidates(request: Request, body: dict) -> Any:
+        from florql.replay.hindsight import discover
+
+        return {"names": sorted(discover(store))}
+
     def hindsight(request: Request, body: dict) -> Any:
         job = jobs.start(_name_of(body), lambda n: reader(_replayed_count, n))
         return job.public()
@@ -132,6 +137,7 @@ def create_app(store: str, token: str, workers: int | None = None) -> Starlette:
         Route("/api/chart", api(chart)),
         Route("/api/sql", api(sql), methods=["POST"]),
         Route("/api/explain", api(explain), methods=["POST"]),
+        Route("/api/candidates", api(candidates)),
         Route("/api/hindsight", api(hindsight), methods=["POST"]),
         Route("/api/jobs/{job_id}", api(job)),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),

@@ -92,6 +92,9 @@ def test_hindsight_from_the_page_explains_replays_and_draws(browser, recorded) -
         assert ready(dom, "hindsight"), dom[-3000:]
         assert 'data-state="done"' in dom, dom[-3000:]
         assert "wnorm (not logged yet)" in dom  # explain's plan was shown first
+        # The names the edited script logs and the recorded one did not are offered.
+        assert re.search(r'<datalist id="hs-candidates" data-count="2">', dom)
+        assert '<option value="running2">' in dom and '<option value="wnorm">' in dom
         assert charts_in(dom) == {"wnorm": (1, 6)}  # one value per epoch of the one run
         screenshot(browser, f"{served.url}#hindsight?name=wnorm&go=1", "hindsight")
         # The replayed values are ordinary data now: the charts page draws them.

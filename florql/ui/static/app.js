@@ -173,7 +173,11 @@ async function runSql() {
     for (const c of r.columns) { const th = document.createElement("th"); th.textContent = c; head.appendChild(th); }
     for (const row of r.rows) {
       const tr = table.insertRow();
-      row.forEach((v) => { const td = tr.insertCell(); td.textContent = v == null ? "NULL" : v; if (typeof v === "number") td.className = "num"; });
+      row.forEach((v) => {
+        const td = tr.insertCell();
+        td.textContent = v == null ? "NULL" : typeof v === "number" ? +v.toPrecision(10) : v;
+        if (typeof v === "number") td.className = "num";
+      });
     }
     table.dataset.rows = r.rows.length;
     sqlChart(chart, r);
@@ -197,6 +201,14 @@ function sqlChart(container, r) {
 }
 
 // ---- hindsight --------------------------------------------------------------------------
+// Names the current code of some run logs and its recorded code does not: offered as choices.
+async function loadCandidates() {
+  const list = $("hs-candidates");
+  list.innerHTML = "";
+  for (const n of (await api("/api/candidates")).names) list.appendChild(new Option(n, n));
+  list.dataset.count = list.options.length;
+}
+
 async function explainHindsight() {
   const plan = $("hs-plan");
   plan.className = ""; plan.textContent = "planning…";
@@ -244,9 +256,12 @@ async function show() {
       await drawCharts();
     } else if (tab === "sql") {
       if (params.get("q")) { $("sql-text").value = params.get("q"); await runSql(); }
-    } else if (tab === "hindsight" && params.get("name")) {
-      $("hs-name").value = params.get("name");
-      await (params.get("go") ? runHindsight() : explainHindsight());
+    } else if (tab === "hindsight") {
+      await loadCandidates();
+      if (params.get("name")) {
+        $("hs-name").value = params.get("name");
+        await (params.get("go") ? runHindsight() : explainHindsight());
+      }
     }
   } catch (e) { showError($("status"), e); }
   document.body.dataset.ready = tab;
