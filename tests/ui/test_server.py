@@ -69,3 +69,32 @@ def test_ui_on_a_missing_store_is_one_line_and_exit_2(tmp_path) -> None:
     )  # fmt: skip
     assert done.returncode == 2  # as `florql query` on a missing store
     assert done.stderr.count("\n") == 1 and "no florql store" in done.stderr
+
+
+def test_a_running_run_updates_its_chart(tmp_path) -> None:
+    """Live: the server catches up with the store on each request, and the run reads
+    `running` (its writer holds the run's lock), so the page keeps polling it."""
+    from tests.sql.storebuild import RunLog, ctx_of, open_store
+    from tests.ui.conftest import serve
+
+    store = open_store(str(tmp_path / ".florql"))
+    w = store.writer()
+    log = RunLog(w, "live")
+    for step in range(3):
+        log.log(ctx_of(epoch=0, step=step), {"loss": 1.0 / (step + 1)})
+    w.flush()
+    try:
+        for served in serve(tmp_path / ".florql"):
+            runs = json.loads(served.get("/api/runs")[1])["runs"]
+            assert [(r["run_id"], r["status"]) for r in runs] == [("live", "running")]
+            first = json.loads(served.get("/api/chart?name=loss")[1])
+            assert first["runs"]["live"][0] == [0, 1, 2]
+            for step in range(3, 5):
+                log.log(ctx_of(epoch=0, step=step), {"loss": 1.0 / (step + 1)})
+            w.flush()
+            later = json.loads(served.get("/api/chart?name=loss")[1])
+            assert later["runs"]["live"] == [[0, 1, 2, 3, 4], [1.0, 0.5, 1 / 3, 0.25, 0.2]]
+    finally:
+        log.end()
+        w.close()
+        store.close()
