@@ -28,6 +28,13 @@ def ui_main(args: Any) -> int:
         raise BadInputError(
             f"florql ui needs {e.name}; install it with `pip install 'florql[ui]'`"
         ) from None
+    _check_free(args.host, args.port)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"florql ui: warning: serving on {args.host}, reachable from other machines; "
+            "anyone with the URL's token can run replays",
+            file=sys.stderr,
+        )
     token = secrets.token_urlsafe(24)
     app = create_app(store, token)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
@@ -38,6 +45,21 @@ def ui_main(args: Any) -> int:
     finally:
         app.state.reader.close()
     return 0
+
+
+def _check_free(host: str, port: int) -> None:
+    """BadInputError when `host:port` cannot be bound (uvicorn would only log it)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise BadInputError(
+                f"cannot listen on {host}:{port} ({e.strerror}); pick another --port "
+                "(0 picks a free one) or --host"
+            ) from None
 
 
 def _announce_when_bound(server: Any, host: str, token: str) -> None:

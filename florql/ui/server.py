@@ -65,7 +65,12 @@ def create_app(store: str, token: str, workers: int | None = None) -> Starlette:
         async def endpoint(request: Request) -> Response:
             if not authorized(request):
                 return _refused()
-            body = await request.json() if request.method == "POST" else {}
+            try:
+                body = await request.json() if request.method == "POST" else {}
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                return JSONResponse({"error": "the request body must be a JSON object"}, 400)
             try:
                 from starlette.concurrency import run_in_threadpool
 
@@ -127,7 +132,10 @@ def create_app(store: str, token: str, workers: int | None = None) -> Starlette:
         found = jobs.get(request.path_params["job_id"])
         if found is None:
             raise BadInputError("no such replay job; start one from the Hindsight tab")
-        seen = int(request.query_params.get("seen", "-1"))
+        try:
+            seen = int(request.query_params.get("seen", "-1"))
+        except ValueError:
+            raise BadInputError("seen must be a whole number of values") from None
         return jobs.wait(found, seen, timeout=2.0)
 
     routes = [

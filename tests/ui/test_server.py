@@ -98,3 +98,25 @@ def test_a_running_run_updates_its_chart(tmp_path) -> None:
         log.end()
         w.close()
         store.close()
+
+
+def test_a_body_that_is_not_json_is_one_sentence(served) -> None:
+    status, body = served.request("/api/sql", b"SELECT 1")
+    assert status == 400
+    assert json.loads(body) == {"error": "the request body must be a JSON object"}
+
+
+def test_a_port_in_use_is_exit_2_with_one_line(ui_store) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "florql", "ui", "--store", ui_store, "--port", str(port)],
+            capture_output=True, text=True, env=env(), timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert done.stderr.count("\n") == 1
