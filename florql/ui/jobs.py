@@ -71,7 +71,7 @@ class Jobs:
                 raise BadInputError("a replay is already running; wait for it to finish")
             job = Job(secrets.token_hex(8), name)
             self._jobs[job.job_id] = job
-        threading.Thread(target=self._run, args=(job,), daemon=True).start()
+        threading.Thread(target=self._run, args=(job, counter), daemon=True).start()
         threading.Thread(target=self._watch, args=(job, counter), daemon=True).start()
         return job
 
@@ -86,11 +86,13 @@ class Jobs:
             )
         return job.public()
 
-    def _run(self, job: Job) -> None:
+    def _run(self, job: Job, counter: Any) -> None:
         con = Connection(self.store, replay=True, workers=self.workers)
+        replayed = job.replayed
         try:
             rows = con.sql(logs_sql(job.name)).fetchall()
             state, message = "done", f"{len(rows)} values of {job.name}"
+            replayed = counter(job.name)  # the final count, whatever the watcher last saw
         except FlorqlError as e:
             state, message = "failed", str(e)
         except Exception as e:  # a florql bug: shown on the page, not a dead thread
@@ -98,7 +100,7 @@ class Jobs:
         finally:
             con.close()
         with job.changed:
-            job.state, job.message = state, message
+            job.state, job.message, job.replayed = state, message, replayed
             job.seconds = time.monotonic() - job.started
             job.changed.notify_all()
 

@@ -120,3 +120,35 @@ def test_a_port_in_use_is_exit_2_with_one_line(ui_store) -> None:
     assert done.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+def test_hindsight_over_the_api_reports_progress_and_refuses_a_second_replay(tmp_path) -> None:
+    from tests.replay.conftest import V1, record, v2
+    from tests.ui.conftest import serve
+
+    project = tmp_path / "project"
+    project.mkdir()
+    store = project / ".florql"
+    record(project, store, V1)
+    (project / "train.py").write_text(v2(epoch=False))  # adds per-step `gnorm`
+    for served in serve(store):
+        status, body = served.request("/api/explain", b'{"name": "gnorm"}')
+        assert status == 200 and "gnorm (not logged yet)" in json.loads(body)["plan"]
+        status, body = served.request("/api/hindsight", b'{"name": "gnorm"}')
+        assert status == 200, body
+        job = json.loads(body)
+        again = served.request("/api/hindsight", b'{"name": "gnorm"}')
+        if job["state"] == "running":  # a replay already running: the second one is refused
+            assert again[0] == 400 and b"already running" in again[1]
+        seen = [job["replayed"]]
+        while job["state"] == "running":
+            job = json.loads(served.get(f"/api/jobs/{job['job_id']}?seen={job['replayed']}")[1])
+            seen.append(job["replayed"])
+        assert job["state"] == "done", job["message"]
+        assert seen == sorted(seen)  # progress only grows
+        # 6 epochs x 4 steps of the one run, all stored as replayed values.
+        status, body = served.request(
+            "/api/sql", b'{"sql": "SELECT count(*) FROM records WHERE name = \'gnorm\'"}'
+        )
+        assert json.loads(body)["rows"] == [[24]]
+        assert seen[-1] == 24
