@@ -1,7 +1,8 @@
 """`florql plot`: a static chart (PNG or SVG) drawn by matplotlib, for scripts, papers and CI.
 
-From names: one panel per name, one line per value of `--by` (default run_id), against `--x`
-(a loop column or `global_step`, as in the UI). From `--sql`: the query's first column is x,
+From names: one panel per name, one line per run against `--x` (a loop column or
+`global_step`, as in the UI); with `--by COL` (a loop column or an arg), one line per value of
+COL against a loop column (`--by epoch --x step`, `--by lr --x epoch`), averaged over runs. From `--sql`: the query's first column is x,
 every other numeric column a line; a `run_id` column, when present, splits lines by run.
 Series are reduced in DuckDB exactly as the UI's charts are (florql/ui/series.py).
 """
@@ -56,9 +57,6 @@ Panel = tuple[str, str, dict[str, tuple[list[float], list[float]]]]  # title, x 
 
 
 def _from_names(con: Connection, names: list[str], by: str, x: str) -> list[Panel]:
-    if by != "run_id":
-        raise BadInputError(f"--by {by}: plotting by names splits lines by run_id only; "
-                            "use --sql for another grouping")  # fmt: skip
     known = {n["name"] for n in series.names(con)}
     panels = []
     for name in names:
@@ -67,33 +65,56 @@ def _from_names(con: Connection, names: list[str], by: str, x: str) -> list[Pane
                 f'no run logged a numeric {name!r}; `florql query "SELECT DISTINCT name '
                 'FROM records"` lists the names'
             )
+        if by != "run_id":
+            panels += _from_sql(con, _by_sql(con, name, by, x), group=by)
+            continue
         data = series.read_series(con, series.SeriesRequest(name, x, (), WIDTH))
         lines = {rid: (xs, ys) for rid, (xs, ys) in data["runs"].items()}
         panels.append((name, x, lines))
     return panels
 
 
-def _from_sql(con: Connection, sql: str) -> list[Panel]:
+def _by_sql(con: Connection, name: str, by: str, x: str) -> str:
+    """`name` against loop column `x` from `logs`, one line per value of column `by` (a loop
+    column or an arg: `--by epoch --x step`, `--by lr --x epoch`), averaged over runs."""
+    loops = series.loop_columns(con)
+    if x not in loops:
+        raise BadInputError(f"--by {by} needs --x to be a loop column, one of: {', '.join(loops)}")
+    cols = con.sql("SELECT * FROM logs LIMIT 0").columns
+    if by not in cols or by == name:
+        raise BadInputError(f"--by {by} is not a column of logs (a loop column or an arg)")
+    q = series.quote_ident
+    return (
+        f"SELECT {q(x)}, {q(by)}, avg({q(name)}) AS {q(name)} FROM logs "
+        f"WHERE {q(name)} IS NOT NULL GROUP BY ALL ORDER BY {q(by)}, {q(x)}"
+    )
+
+
+def _from_sql(con: Connection, sql: str, group: str = "run_id") -> list[Panel]:
     table = con.sql(sql).arrow()
     cols = table.column_names
     if len(cols) < 2:
         raise BadInputError("--sql must select an x column and at least one y column")
     data = {c: table.column(c).to_pylist() for c in cols}
     xcol = cols[0]
-    ys = [c for c in cols[1:] if c != "run_id" and _numeric(data[c])]
+    ys = [c for c in cols[1:] if c != group and _numeric(data[c])]
     if not ys:
         raise BadInputError("--sql selects no numeric column to plot after the x column")
-    groups = data.get("run_id") if "run_id" in cols and xcol != "run_id" else None
+    groups = data.get(group) if group in cols and xcol != group else None
     lines: dict[str, tuple[list[float], list[float]]] = {}
     for y in ys:
         for i, (xv, yv) in enumerate(zip(data[xcol], data[y], strict=True)):
             if xv is None or yv is None:
                 continue
-            label = f"{groups[i]} {y}" if groups else y
+            label = f"{_label(group, groups[i])} {y}" if groups else y
             xs_, ys_ = lines.setdefault(label, ([], []))
             xs_.append(xv)
             ys_.append(yv)
     return [(", ".join(ys), xcol, lines)]
+
+
+def _label(group: str, value: Any) -> str:
+    return str(value) if group == "run_id" else f"{group}={value}"
 
 
 def _numeric(values: list[Any]) -> bool:

@@ -51,6 +51,8 @@ def test_plot_from_sql_splits_by_run_id(ui_store, tmp_path) -> None:
         (["nosuch", "-o", "x.png"], "no run logged a numeric 'nosuch'"),
         (["loss", "--x", "batch", "-o", "x.png"], "is not a loop column"),
         (["loss", "-o", "missing/x.png"], "does not exist"),
+        (["loss", "--by", "lr", "-o", "x.png"], "needs --x to be a loop column"),
+        (["loss", "--by", "nope", "--x", "step", "-o", "x.png"], "is not a column of logs"),
     ],
 )
 def test_plot_bad_input_is_one_sentence_and_exit_2(ui_store, tmp_path, args, message) -> None:
@@ -58,3 +60,19 @@ def test_plot_bad_input_is_one_sentence_and_exit_2(ui_store, tmp_path, args, mes
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and done.stderr.count("\n") == 1
     assert "Traceback" not in done.stderr
+
+
+def test_plot_by_a_loop_column_or_an_arg(ui_store, tmp_path) -> None:
+    out = tmp_path / "by.svg"
+    args = ["plot", "--store", ui_store, "loss", "--by", "epoch", "--x", "step", "-o", str(out)]
+    done = florql(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    labels = set(re.findall(r"<!-- (epoch=\d loss) -->", out.read_text()))
+    assert labels == {"epoch=1 loss", "epoch=2 loss", "epoch=3 loss"}
+    args = ["plot", "--store", ui_store, "acc", "--by", "lr", "--x", "epoch", "-o", str(out)]
+    done = florql(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert set(re.findall(r"<!-- (lr=[\d.]+ acc) -->", out.read_text())) == {
+        "lr=0.1 acc",
+        "lr=0.01 acc",
+    }
