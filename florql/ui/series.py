@@ -6,7 +6,8 @@ per pixel bucket (the minimum and the maximum of the bucket, at their own x), so
 
 The x axis is a loop column (`epoch`, `step`) or `global_step`: the 0-based position of the
 value among that name's values of the run, in log order, a per-run monotone step that does
-not restart each epoch.
+not restart each epoch. Against a loop column, a run has one point per value of that column:
+the mean of the name's values there (loss per step against epoch: the epoch's mean loss).
 
 >>> quote_literal("it's")
 "'it''s'"
@@ -71,11 +72,19 @@ def series_sql(req: SeriesRequest) -> str:
     if req.runs:
         runs = f" AND run_id IN ({', '.join(quote_literal(r) for r in req.runs)})"
     w = req.width
+    # Against a loop column, a name logged several times per value of it (loss per step
+    # against epoch) is one point per value: the mean.
+    per_x = (
+        "SELECT * FROM v"
+        if req.x == GLOBAL_STEP
+        else ("SELECT run_id, x, avg(y) AS y, min(lsn) AS lsn FROM v GROUP BY run_id, x")
+    )
     return f"""
-WITH s AS (
+WITH v AS (
   SELECT run_id, {x} AS x, value AS y, lsn FROM records
   WHERE name = {quote_literal(req.name)} AND isfinite(value){runs}
 ),
+s AS ({per_x}),
 r AS (
   SELECT s.*, count(*) OVER (PARTITION BY run_id) AS n,
          min(x) OVER (PARTITION BY run_id) AS x0, max(x) OVER (PARTITION BY run_id) AS x1
