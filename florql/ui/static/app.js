@@ -117,6 +117,13 @@ function aligned(runs, alpha) {
   return { ids, data };
 }
 
+// One color per run on every chart (assigned in first-seen order).
+const runColors = new Map();
+function colorOf(id) {
+  if (!runColors.has(id)) runColors.set(id, COLORS[runColors.size % COLORS.length]);
+  return runColors.get(id);
+}
+
 function drawChart(container, title, xName, runs, opts) {
   const { ids, data } = aligned(runs, opts.smooth || 0);
   const div = document.createElement("div");
@@ -125,8 +132,8 @@ function drawChart(container, title, xName, runs, opts) {
   div.dataset.series = ids.length;
   div.dataset.points = ids.reduce((n, id) => n + runs[id][0].length, 0);
   container.appendChild(div);
-  const series = [{ label: xName }].concat(ids.map((id, i) => ({
-    label: id, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, points: { show: false } })));
+  const series = [{ label: xName }].concat(ids.map((id) => ({
+    label: id, stroke: colorOf(id), width: 1.5, spanGaps: true, points: { show: false } })));
   new uPlot({ title, width: opts.width || 560, height: 300, series,
     scales: { x: { time: false }, y: { distr: opts.log ? 3 : 1 } },
     axes: [{ label: xName }, {}] }, data, div);
