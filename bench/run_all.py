@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-ORDER = ["bench_storage.py", "bench_record.py", "bench_query.py", "bench_replay.py"]
+ORDER = ["bench_storage.py", "bench_record.py", "bench_query.py", "bench_replay.py", "bench_ui.py"]
 
 
 def main(argv: list[str]) -> int:

@@ -6,6 +6,7 @@
 3. Edits the script as a user would, after the fact: a per-epoch `weight_norm` after the step
    loop and a per-step `grad_norm` inside it; then asks for them in SQL. florql finds the new
    statements, replays only the epochs the WHERE clause selects from checkpoints, and answers.
+4. Writes a chart of the curves (`florql plot`) and says how to open the web view (`florql ui`).
 """
 
 from __future__ import annotations
@@ -116,6 +117,11 @@ def main() -> None:
     florql("query", "--store", str(STORE), per_step)
     print("\nAsked again, the same query replays nothing: the values are stored.")
     florql("query", "--store", str(STORE), "--no-replay", per_step)
+    chart = Path.cwd() / "demo-curves.png"
+    florql("plot", "--store", str(STORE), "loss", "accuracy", "grad_norm", "-o", str(chart))
+    print(f"\nWrote {chart}: loss, accuracy and the replayed grad_norm, per run.")
+    print(f"To look around in a browser (runs, charts, SQL, hindsight): florql ui --store {STORE}")
+    print("It prints a local URL with a token; open that URL.")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from typing import Any
 from florql.api import arg, args, checkpointing, log, loop
 
 __version__ = "0.1.0"
-__all__ = ["arg", "args", "checkpointing", "connect", "log", "loop", "sql"]
+__all__ = ["arg", "args", "checkpointing", "connect", "dataframe", "log", "loop", "sql"]
 
 
 def connect(store: str | None = None, **options: Any) -> Any:
@@ -29,3 +29,11 @@ def sql(query: str) -> Any:
     from florql.sql.connection import default_connection
 
     return default_connection().sql(query)
+
+
+def dataframe(*names: str, store: str | None = None) -> Any:
+    """FlorDB's `flor.dataframe`: a pandas frame of `names` with run and loop columns, outer
+    values joined onto inner rows (florql/sql/dataframe.py)."""
+    from florql.sql.dataframe import dataframe as _dataframe
+
+    return _dataframe(*names, store=store)

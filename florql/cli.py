@@ -26,6 +26,8 @@ HANDLERS = {
     "replay": "florql.replay.commands:replay_main",
     "runs": "florql.record_command:runs_main",
     "check": "florql.check_command:check_main",
+    "ui": "florql.ui.command:ui_main",
+    "plot": "florql.ui.command:plot_main",
 }
 
 
@@ -99,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("query", help="answer SQL over what was logged")
     _add_store(p)
-    _add_format(p)
+    p.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    p.add_argument("-o", "--output", default=None, metavar="FILE", help="write the result here")
     p.add_argument("--no-replay", action="store_true", help="never replay missing variables")
     p.add_argument("--workers", type=int, default=None, help="replay worker processes")
     p.add_argument(
@@ -149,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="quarantine damaged frames and segments, rebuild MANIFEST and index",
     )
+    from florql.ui.command import add_commands
+
+    add_commands(sub, _add_store)
     return parser
 
 

@@ -32,6 +32,12 @@ def query_main(args: Any) -> int:
         table = con.sql(args.sql).arrow()
     finally:
         con.close()
+    output = getattr(args, "output", None)  # namespaces built by hand (tests) may lack it
+    if output is not None or args.format == "parquet":
+        from florql.sql.export import write_table
+
+        write_table(table, args.format, output)
+        return 0
     try:
         sys.stdout.write(format_result(table, args.format))
         sys.stdout.flush()

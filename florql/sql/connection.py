@@ -71,7 +71,8 @@ def _store_class() -> Any:
 
 
 class Relation:
-    """A query result, computed when asked: `df()`, `arrow()`, `fetchall()`, `show()`."""
+    """A query result, computed when asked: `df()`, `arrow()`, `pl()`, `fetchall()`,
+    `fetchnumpy()`, `show()`, `to_parquet(path)`, `to_csv(path)`; HTML in notebooks."""
 
     def __init__(
         self,
@@ -103,6 +104,36 @@ class Relation:
 
     def fetchall(self) -> list[tuple]:
         return self._run("fetchall")
+
+    def fetchnumpy(self) -> dict[str, Any]:
+        """The result as {column: NumPy array} (masked where a column holds NULLs)."""
+        return self._run("fetchnumpy")
+
+    def pl(self) -> Any:
+        """The result as a Polars DataFrame (needs `pip install polars`)."""
+        try:
+            import polars
+        except ImportError:
+            raise BadInputError("Relation.pl() needs Polars: `pip install polars`") from None
+        return polars.from_arrow(self.arrow())
+
+    def to_parquet(self, path: str | os.PathLike) -> str:
+        """Write the result to a Parquet file at `path` (written whole, then renamed)."""
+        from florql.sql.export import write_table
+
+        return write_table(self.arrow(), "parquet", path)
+
+    def to_csv(self, path: str | os.PathLike) -> str:
+        """Write the result to a CSV file at `path`, as `florql query --format csv` prints it."""
+        from florql.sql.export import write_table
+
+        return write_table(self.arrow(), "csv", path)
+
+    def _repr_html_(self) -> str:
+        """An HTML table for notebooks (first rows, with the row count)."""
+        from florql.sql.html import html_table
+
+        return html_table(self.arrow())
 
     def show(self) -> None:
         """Print the result as an aligned table with its row count."""
