@@ -75,7 +75,7 @@ def serve(store: str):
     port = server.servers[0].sockets[0].getsockname()[1]
 
     def stop() -> None:
-        stop()
+        server.should_exit = True
         thread.join()
         app.state.reader.close()
 
