@@ -42,41 +42,14 @@ from __future__ import annotations
 from operator import itemgetter
 from typing import Any
 
-from .errors import UNREADABLE, CorruptionError, StoreError, os_phrase, unreadable
-from .format import INDEX_MAGIC, segment_name
+from .errors import UNREADABLE, CorruptionError, os_phrase, unreadable
+from .format import segment_name
 from .frame import decode_entries, gc_paused
-from .manifest import Manifest, read_manifest, unseal
-from .records import Lost, Problem, Record
+from .index_checkpoint import load_index
+from .manifest import Manifest, read_manifest
+from .records import Lost, Record
 from .segment import HEADER_SIZE, FrameScanner, decode_header, encode_header, valid_frame_after
 from .state import StoreState
-
-
-def load_index(fs, root: str, manifest: Manifest, problems: list | None = None) -> StoreState:
-    """The state saved by the latest index checkpoint, or an empty state if none is usable.
-
-    A damaged index file is not fatal: the log holds everything, so recovery redoes it all.
-    """
-    idx = manifest.index
-    if not idx:
-        return StoreState()
-    path = f"{root}/{idx['file']}"
-    try:
-        body = unseal(INDEX_MAGIC, fs.read(path), path, "index checkpoint")
-        state = StoreState.from_body(body)
-        if state.tail_seg not in {s for s, _ in manifest.segments}:
-            raise ValueError("tail segment not in the manifest")
-        return state
-    except StoreError as exc:
-        # A "newer" index of a store whose MANIFEST this florql reads is a damaged header:
-        # the index is derived, so it is redone either way.
-        message = str(exc)
-    except UNREADABLE as exc:
-        message = f"index checkpoint {path} {os_phrase(exc)}; recovery redid the whole log"
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        message = f"index checkpoint {path} is unusable ({exc}); recovery redid the whole log"
-    if problems is not None:
-        problems.append(Problem("index", path, 0, idx.get("lsn"), message))
-    return StoreState()
 
 
 def decode_checked(frame, path: str, use_list: bool = True) -> Any:

@@ -14,21 +14,26 @@ looked, then assigns the next LSNs.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import posixpath
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 
-from .errors import UNREADABLE, BadInputError, CorruptionError, StoreError, unreadable
+from .errors import (
+    UNREADABLE,
+    BadInputError,
+    CorruptionError,
+    StoreError,
+    unreadable,
+    write_failed,
+)
 from .format import (
     DEFAULT_INDEX_INTERVAL,
     DEFAULT_INDEX_RECORDS,
     DEFAULT_PAGE_BYTES,
     DEFAULT_SEGMENT_BYTES,
     INDEX_DIR,
-    INDEX_MAGIC,
     LOCK,
     LOG_DIR,
     MANIFEST,
@@ -39,7 +44,7 @@ from .format import (
     segment_name,
 )
 from .fs import FileSystem, RealFS
-from .manifest import Manifest, read_manifest, seal, write_manifest
+from .manifest import Manifest, read_manifest, write_manifest
 from .records import CheckpointInfo, Lost, Problem, Record, RunInfo
 from .recovery import bodies_of, corruption, records_of, recover, redo
 from .salvage import manifest_from_segments
@@ -406,14 +411,6 @@ class Store:
         return f"Store({self.root!r}, last_lsn={self.last_lsn})"
 
 
-def write_failed(root: str, exc: OSError) -> StoreError:
-    """The error for an I/O failure while writing: nothing it was writing was acknowledged."""
-    return StoreError(
-        f"could not write to the store at {root} ({exc.strerror or exc}); nothing since the last "
-        "successful flush was saved: check free disk space and permissions, then retry"
-    )
-
-
 def _check_path(fs: FileSystem, root: str, create: bool, allow_damage: bool = False) -> None:
     if fs.exists(root) and not fs.isdir(root):
         raise StoreError(
@@ -514,25 +511,3 @@ def _init_locked(fs: FileSystem, root: str) -> None:
         raise StoreError(
             f"cannot create a store at {root} ({exc.strerror}); choose a writable folder for --store"
         ) from None
-
-
-def write_index(store: Store) -> None:
-    """Write an index checkpoint of the current state and point the MANIFEST at it (log lock held)."""
-    st = store._state
-    name = f"{INDEX_DIR}/{st.last_lsn:016x}.idx"
-    path = f"{store.root}/{name}"
-    store.fs.write_file(path, seal(INDEX_MAGIC, st.to_body()))
-    store.fs.fsync(path)
-    store.fs.fsync_dir(f"{store.root}/{INDEX_DIR}")
-    m = store._manifest
-    new = Manifest(
-        store_id=m.store_id,
-        segments=m.segments,
-        index={"file": name, "lsn": st.last_lsn, "seg_no": st.tail_seg, "offset": st.tail_off},
-    )
-    write_manifest(store.fs, store.root, new)
-    store._manifest = new
-    for old in store.fs.listdir(f"{store.root}/{INDEX_DIR}"):
-        if f"{INDEX_DIR}/{old}" != name:
-            with contextlib.suppress(FileNotFoundError):
-                store.fs.remove(f"{store.root}/{INDEX_DIR}/{old}")

@@ -28,7 +28,7 @@ import time
 import uuid
 
 from . import kinds as K
-from .errors import BadInputError, StoreError
+from .errors import BadInputError, StoreError, write_failed
 from .format import RUNS_DIR
 from .frame import check_packable, pack_entries
 from .pages import PageWriter
@@ -192,8 +192,6 @@ class LogWriter:
         try:
             refs, stored = self._pages.write_blobs(blobs, known, self._store.page_bytes)
         except OSError as exc:
-            from .store import write_failed
-
             raise write_failed(self._store.root, exc) from exc
         raw = sum(r[0] for r in refs)
         seconds = time.perf_counter() - t0
