@@ -48,7 +48,7 @@ import threading
 import time
 from typing import Any
 
-from florql import capture, loopstate
+from florql import capture, config, loopstate
 from florql.flusher import RETRY_FIRST, RETRY_MAX, reason_of, storage_trouble
 
 POOL = 2
@@ -113,7 +113,7 @@ class Checkpointer:
 
     def __init__(self, session: Any, budget: float = 0.02) -> None:
         self.session = session
-        self.policy = Policy(budget, every=int(os.environ.get("FLORQL_CKPT_EVERY") or 0) or None)
+        self.policy = Policy(budget, every=config.ckpt_every())
         self.contention = self.policy.contention
         self._free: queue.Queue = queue.Queue()
         self._pool_size = 0
@@ -224,7 +224,7 @@ class Checkpointer:
         return None
 
     def _maybe_shrink_pool(self, nbytes: int) -> None:
-        cap = int(os.environ.get("FLORQL_CKPT_MEMORY", DEFAULT_MEMORY))
+        cap = config.ckpt_memory()
         if nbytes * POOL > cap:
             self._pool_size = POOL  # never allocate a second buffer set
 

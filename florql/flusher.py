@@ -28,13 +28,10 @@ Invariants (tests cite them by number):
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
 from typing import Any
-
-from florql.errors import BadInputError
 
 # florql_storage.kinds (session.py repeats them too: importing florql needs no storage import)
 RUN_BEGIN, VALUE, RUN_RESUME = 1, 3, 8
@@ -42,27 +39,6 @@ RUN_BEGIN, VALUE, RUN_RESUME = 1, 3, 8
 RETRY_FIRST = 0.5
 RETRY_MAX = 30.0
 EXIT_PATIENCE = 10.0  # seconds the end of a run keeps retrying a store that refuses writes
-DEFAULT_CAPACITY = 1_000_000
-
-
-def buffer_capacity(environ: Any = os.environ) -> int:
-    """`FLORQL_BUFFER_RECORDS` (records kept in memory while the store refuses writes).
-
-    >>> buffer_capacity({}), buffer_capacity({"FLORQL_BUFFER_RECORDS": "5000"})
-    (1000000, 5000)
-    """
-    text = environ.get("FLORQL_BUFFER_RECORDS")
-    if not text:
-        return DEFAULT_CAPACITY
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise BadInputError(
-            f"FLORQL_BUFFER_RECORDS={text} must be a positive number of records, e.g. 1000000"
-        )
-    return n
 
 
 def storage_trouble(exc: BaseException) -> bool:

@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-from florql import declared_args, sources
+from florql import config, declared_args, sources
 from florql.errors import BadInputError
 from florql.session import RUN_RESUME, VALUE, NullSession, Session, install
 
@@ -57,7 +57,7 @@ def main(args: Any) -> int:
     if args.overhead is not None and not 0 < args.overhead <= 1:
         raise BadInputError(f"--overhead {args.overhead} must be a fraction in (0, 1], e.g. 0.02")
     argv = [args.script, *args.script_args]
-    if os.environ.get("FLORQL_DISABLE") == "1":  # florql's calls as no-ops (benchmark baseline)
+    if config.disabled():  # florql's calls as no-ops (benchmark baseline)
         install(NullSession(overrides))
         try:
             return runner.run_script(script, argv).exit_code

@@ -202,9 +202,7 @@ def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a worker: the caller's, with florql's own import root first on
     PYTHONPATH so the worker imports the same florql as this process (also from a source
     checkout that is not installed)."""
-    import florql
-
-    root = os.path.dirname(os.path.abspath(list(florql.__path__)[0]))
+    root = os.path.dirname(_warm.FLORQL_DIR)
     env = {**os.environ, **(extra or {})}
     parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in parts if p != root]])

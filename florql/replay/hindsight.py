@@ -36,7 +36,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from florql.errors import BadInputError, ReplayError
+from florql import config
+from florql.errors import ReplayError
 from florql.replay import code_diff, executor, history, planner, trust
 from florql.replay.lease import Leases, plan_under_leases
 from florql.replay.progress import Progress
@@ -176,7 +177,7 @@ def ensure(
 
     t0 = time.monotonic()
     if tolerance is None:
-        tolerance = _env_tolerance()
+        tolerance = config.replay_tolerance()
     store_path = os.path.abspath(store_path)
     store = Store.open(store_path, create=False)
     leases = Leases(store.fs, store.root)  # held until REPLAY_END is written (lease.py)
@@ -519,25 +520,10 @@ def _write_sources(workdir: str, run_id: str, job: RunJob) -> str:
 
 def _progress_wanted(progress: bool) -> bool | None:
     """`FLORQL_PROGRESS=1` forces the bar, `=0` hides it; otherwise only on a terminal."""
-    forced = os.environ.get("FLORQL_PROGRESS", "").strip()
-    if forced in ("0", "1"):
-        return forced == "1"
+    forced = config.progress_forced()
+    if forced is not None:
+        return forced
     return None if progress else False
-
-
-def _env_tolerance() -> float:
-    text = os.environ.get("FLORQL_REPLAY_TOLERANCE", "").strip()
-    if not text:
-        return 0.0
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise BadInputError(
-            f"FLORQL_REPLAY_TOLERANCE={text!r} must be a number >= 0 (e.g. 1e-6); unset it for exact checks"
-        )
-    return value
 
 
 def _replay_id() -> str:
@@ -600,6 +586,5 @@ def _other_edits_warning(hp: HindsightPlan) -> str:
 
 def _announce_if_foreign(store_path: str) -> None:
     """Before the first replay of a store made of another user's files: say what runs."""
-    from florql.sql.persist import cache_dir
-
-    trust.announce_foreign_store(store_path, os.path.join(cache_dir(), "foreign-stores-seen"))
+    seen = os.path.join(config.cache_dir(), "foreign-stores-seen")
+    trust.announce_foreign_store(store_path, seen)

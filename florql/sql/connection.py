@@ -21,6 +21,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from florql.config import default_store
 from florql.errors import BadInputError, QueryError, StoreError
 from florql.sql import views
 from florql.sql.analysis import Analysis, analyze
@@ -133,8 +134,6 @@ class Connection:
         verify: int = 0,
         allow_damage: bool = False,
     ) -> None:
-        from florql.cli import default_store
-
         self.store_path = os.path.abspath(
             os.fspath(store if store is not None else default_store())
         )

@@ -26,16 +26,10 @@ from typing import Any
 
 import duckdb
 
+from florql.config import cache_dir
+
 STATE_VERSION = 4  # 2: wide form (name columns in _contexts); 3: names recorded per run;
 # 4: _runs shows the command line, versions, host, rank, world size and degradation
-
-
-def cache_dir() -> str:
-    explicit = os.environ.get("FLORQL_CACHE_DIR")
-    if explicit:
-        return explicit
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "florql", "sql")
 
 
 def temp_dir() -> str:
