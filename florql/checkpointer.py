@@ -52,7 +52,6 @@ from florql import capture, config, loopstate
 from florql.flusher import RETRY_FIRST, RETRY_MAX, reason_of, storage_trouble
 
 POOL = 2
-DEFAULT_MEMORY = 2 << 30
 
 
 class Policy:

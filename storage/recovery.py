@@ -29,10 +29,12 @@ Invariants (DESIGN.md §3; tests cite them by number):
 
 State diagram of an open store:
 
-    absent --Store.open(create=True): init_store--> empty
-    on disk --Store.open: read_manifest, load_index, redo--> open (state as of the tail)
-    open --Store.refresh / LogWriter.flush (under the log lock): redo--> open (later tail)
-    open --LogWriter.flush finds a torn tail: truncate_torn_tail--> open (tail cut)
+    absent --Store.open(create=True): store._init_store--> empty
+    on disk --Store.open: read_manifest, index_checkpoint.load_index, redo--> open (as of the tail)
+    open --Store.refresh: redo--> open (later tail)
+    open --LogWriter.flush: committer.commit (log lock held): catch_up (redo), append, fsync,
+         every so often index_checkpoint.write_index--> open (later tail)
+    open --committer.catch_up finds a torn tail: fs.truncate--> open (tail cut)
     on disk, damaged --Store.open(allow_damage=True): recover(tolerate=True)--> open read-only
     on disk, damaged --repair.repair: quarantine, hole frames, rebuild--> on disk, clean
 """

@@ -302,6 +302,22 @@ class Store:
                 return c
         return None
 
+    def _blobs_of(self, ckpt) -> tuple[str, CheckpointInfo, list]:
+        """(ckpt_id, info, [(raw_len, page refs)] per blob) of a complete checkpoint.
+
+        Raises:
+            BadInputError: no complete checkpoint has that id.
+        """
+        ckpt_id = ckpt if isinstance(ckpt, str) else ckpt.ckpt_id
+        with self._mutex:
+            blobs = self._state.ckpt_blobs.get(ckpt_id)
+            info = next((c for c in self._state.ckpts if c.ckpt_id == ckpt_id), None)
+        if blobs is None or info is None:
+            raise BadInputError(
+                f"checkpoint {ckpt_id!r} is not in the store; list them with store.checkpoints()"
+            )
+        return ckpt_id, info, blobs
+
     def load_checkpoint(self, ckpt, into=None) -> tuple[dict, list[memoryview]]:
         """(meta, blobs) exactly as written; each blob one buffer; CorruptionError on a bad page.
 
@@ -311,14 +327,7 @@ class Store:
         """
         from .pages import read_blob
 
-        ckpt_id = ckpt if isinstance(ckpt, str) else ckpt.ckpt_id
-        with self._mutex:
-            blobs = self._state.ckpt_blobs.get(ckpt_id)
-            info = next((c for c in self._state.ckpts if c.ckpt_id == ckpt_id), None)
-        if blobs is None or info is None:
-            raise BadInputError(
-                f"checkpoint {ckpt_id!r} is not in the store; list them with store.checkpoints()"
-            )
+        ckpt_id, info, blobs = self._blobs_of(ckpt)
         targets = list(into) if into is not None else [None] * len(blobs)
         if len(targets) != len(blobs):
             raise BadInputError(
@@ -338,14 +347,7 @@ class Store:
         """
         from .check import page_problem
 
-        ckpt_id = ckpt if isinstance(ckpt, str) else ckpt.ckpt_id
-        with self._mutex:
-            blobs = self._state.ckpt_blobs.get(ckpt_id)
-            info = next((c for c in self._state.ckpts if c.ckpt_id == ckpt_id), None)
-        if blobs is None or info is None:
-            raise BadInputError(
-                f"checkpoint {ckpt_id!r} is not in the store; list them with store.checkpoints()"
-            )
+        ckpt_id, info, blobs = self._blobs_of(ckpt)
         for _raw_len, refs in blobs:
             for ref in refs:
                 problem = page_problem(self.fs, self.root, ref, info)

@@ -36,7 +36,7 @@ from .records import CheckpointInfo
 
 # Records per frame for plain appends: big enough that a frame amortizes its header and fsync,
 # small enough that a reader never holds a huge payload (about 1 MiB of typical values).
-FRAME_RECORDS = 16384
+MAX_FRAME_RECORDS = 16384
 
 
 def run_lock_path(root: str, run_id: str) -> str:
@@ -256,7 +256,10 @@ def _batches(items: list, atomic_buffered: bool = True) -> list[tuple[list, bool
     """Cut buffered items into frame-sized (batch, atomic) pairs; an atomic group is never split."""
     if not atomic_buffered:
         # The common case, at C speed: plain records cut into frames by slicing.
-        return [(items[i : i + FRAME_RECORDS], False) for i in range(0, len(items), FRAME_RECORDS)]
+        return [
+            (items[i : i + MAX_FRAME_RECORDS], False)
+            for i in range(0, len(items), MAX_FRAME_RECORDS)
+        ]
     out: list[tuple[list, bool]] = []
     cur: list = []
     for item in items:
@@ -267,7 +270,7 @@ def _batches(items: list, atomic_buffered: bool = True) -> list[tuple[list, bool
             out.append((list(item), True))
         else:
             cur.append(item)
-            if len(cur) >= FRAME_RECORDS:
+            if len(cur) >= MAX_FRAME_RECORDS:
                 out.append((cur, False))
                 cur = []
     if cur:

@@ -35,7 +35,6 @@ from typing import Any
 
 from florql.replay import warm as _warm
 
-WORKER_MODULE = "florql.replay.worker"
 STDERR_TAIL = 2000
 
 
@@ -126,7 +125,7 @@ def run_tasks(
         on_poll: called with the finished outcomes so far, about every `poll_seconds`.
     """
     warm = [command is None and _warm.enabled()]  # cleared when no server can be had
-    cmd = list(command) if command else [sys.executable, "-m", WORKER_MODULE]
+    cmd = list(command) if command else [sys.executable, "-m", _warm.WORKER_MODULE]
     gpus = visible_gpu_ids()
     free = list(range(max(1, workers)))  # worker slots; slot k uses GPU k when there are several
     pending = list(enumerate(tasks))

@@ -69,9 +69,9 @@ SERVER_MODULE = "florql.replay.warm"
 FLORQL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER_MODULE = "florql.replay.worker"
 PRELOAD = ("torch", "torch._dynamo", "numpy", "florql.replay.worker", "florql.replay.task")
+_SPAWNED: list[subprocess.Popen] = []  # servers this process started: kept, reaped when done
 # Differ between two commands of one shell, or are florql's runtime settings (read when used,
 # never at import): not part of the server's identity.
-_SPAWNED: list[subprocess.Popen] = []  # servers this process started: kept, reaped when done
 # CUDA_VISIBLE_DEVICES is read when CUDA starts, which only ever happens in a child (the server
 # checks that it never started CUDA itself), so the workers of one replay, one per GPU, share a
 # server.
