@@ -33,8 +33,7 @@ import threading
 import time
 from typing import Any
 
-# florql_storage.kinds (session.py repeats them too: importing florql needs no storage import)
-RUN_BEGIN, VALUE, RUN_RESUME = 1, 3, 8
+from florql.schema import RUN_BEGIN, RUN_RESUME, VALUE, value_body
 
 RETRY_FIRST = 0.5
 RETRY_MAX = 30.0
@@ -185,7 +184,7 @@ class Flusher:
             room -= 1
             if item[0] == VALUE:
                 _, seq, name, value, ctx, t = item
-                out.append((VALUE, [rid, seq, name, value, ctx, t, ""]))
+                out.append((VALUE, value_body(rid, seq, name, value, ctx, t)))
                 values += 1
             else:
                 out.append(item)

@@ -21,7 +21,8 @@ from typing import Any
 
 from florql import config, declared_args, sources
 from florql.errors import BadInputError
-from florql.session import RUN_RESUME, VALUE, NullSession, Session, install
+from florql.schema import RUN_RESUME, SEQ, VALUE, Resumes, replay_id_of
+from florql.session import NullSession, Session, install
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -216,13 +217,13 @@ def run_rows(store: Any) -> list[dict[str, Any]]:
 
 def _count_values(store: Any, run_id: str, begin_lsn: int) -> int:
     """Recorded values of a run, minus those a resume superseded (seq above the resume's)."""
-    values, resumes = [], []
+    values, resumes = [], Resumes()
     for r in store.records_after(run_id, begin_lsn, kinds=[VALUE, RUN_RESUME]):
         if r.kind == RUN_RESUME:
-            resumes.append((r.lsn, r.body["seq"]))
-        elif not r.body[6]:
-            values.append((r.lsn, r.body[1]))
-    return sum(1 for lsn, seq in values if not any(seq > s and lsn < rl for rl, s in resumes))
+            resumes.add(r.lsn, r.body["seq"])
+        elif not replay_id_of(r.body):
+            values.append((r.lsn, r.body[SEQ]))
+    return sum(1 for lsn, seq in values if not resumes.superseded(lsn, seq))
 
 
 def _time(t: Any) -> str:

@@ -25,7 +25,8 @@ from typing import Any
 from florql import capture
 from florql.errors import BadInputError
 from florql.runner import StopScript
-from florql.session import RNG, RUN_RESUME, VALUE, Session, _Loop
+from florql.schema import NAME, RNG, RUN_ID, RUN_RESUME, SEQ, VALUE, Resumes, value_body
+from florql.session import Session, _Loop
 from florql.values import to_loggable
 
 ACTIONS = ("skip_inner", "silent_tail", "execute")
@@ -187,7 +188,10 @@ class ReplaySession(Session):
         if name in self.new_names and not self._already_stored(name, v):
             seq = next(self._counter)
             self._frame_buf.append(
-                (VALUE, [self.run_id, seq, name, v, self._ctx, time.time(), self.replay_id])
+                (
+                    VALUE,
+                    value_body(self.run_id, seq, name, v, self._ctx, time.time(), self.replay_id),
+                )
             )
         if name in self.check_names:
             self._check(name, v)
@@ -302,7 +306,7 @@ def _read_run(
     a resume superseded; and the RNG states at the start of each outer iteration (a resumed
     run's last)."""
     rows = []
-    resumes = []
+    resumes = Resumes()
     rng: dict[int, dict[str, Any]] = {}
     wanted = check | new
     for rec in store.scan(kinds=[VALUE, RUN_RESUME, RNG], run_id=run_id):
@@ -312,13 +316,13 @@ def _read_run(
             if body.get("run_id") == run_id and len(ctx) == 1:
                 rng[int(ctx[0][1])] = body["states"]
         elif rec.kind == RUN_RESUME:
-            resumes.append((rec.lsn, body["seq"]))
-        elif body[0] == run_id and body[2] in wanted:
+            resumes.add(rec.lsn, body["seq"])
+        elif body[RUN_ID] == run_id and body[NAME] in wanted:
             rows.append((rec.lsn, body))
     recorded: dict[tuple, list] = {}
     stored: dict[tuple, list] = {}
-    for lsn, (_rid, seq, name, value, ctx, _t, replay_id) in sorted(rows, key=lambda r: r[1][1]):
-        if any(seq > rseq and lsn < rlsn for rlsn, rseq in resumes):
+    for lsn, (_rid, seq, name, value, ctx, _t, replay_id) in sorted(rows, key=lambda r: r[1][SEQ]):
+        if resumes.superseded(lsn, seq):
             continue
         key = (name, _ctx_key(ctx))
         if name in check and not replay_id:

@@ -52,10 +52,8 @@ from florql import capture, config, declared_args, loopstate, parsed_args, scrip
 from florql.declared_args import cast_override
 from florql.errors import BadInputError, FlorqlError, RecordError
 from florql.flusher import Flusher
+from florql.schema import LOOP, LOOP_END, RNG, STATE, VALUE
 from florql.values import check_name, is_utf8, to_loggable
-
-# Record kinds (florql_storage.kinds; repeated so importing florql needs no storage import).
-RUN_BEGIN, RUN_END, VALUE, LOOP, LOOP_END, RNG, STATE, RUN_RESUME = 1, 2, 3, 4, 5, 6, 7, 8
 
 FLUSH_SECONDS = 0.5
 # Every 61st florql.log call is timed, for the overhead line (a sample is cheap). Prime, so a

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from florql import config
+from florql import config, schema
 from florql.errors import ReplayError
 from florql.replay import code_diff, executor, history, planner, trust
 from florql.replay.lease import Leases, plan_under_leases
@@ -333,7 +333,7 @@ def _run_in(
             script_path = _write_sources(workdir, rp.run_id, job)
             produces = sorted({i for t in rp.tasks for i in t.produces})
             writer.append(
-                history.REPLAY_BEGIN,
+                schema.REPLAY_BEGIN,
                 {
                     "replay_id": rid,
                     "run_id": rp.run_id,
@@ -414,7 +414,7 @@ def _finish(
             # one atomic frame), so a retry neither repeats nor misses any.
             stored = stored_since.iterations(rid)
         writer.append(
-            history.REPLAY_END,
+            schema.REPLAY_END,
             {
                 "replay_id": rid,
                 "run_id": rp.run_id,
@@ -540,10 +540,9 @@ class _StoredSince:
     def iterations(self, replay_id: str) -> set[int]:
         self.store.refresh()
         out: set[int] = set()
-        for rec in self.store.scan(from_lsn=self.lsn + 1, kinds=[history.VALUE]):
-            b = rec.body
-            if len(b) > 6 and b[6] == replay_id:
-                out.add(int(b[4][0][1]) if b[4] else history.AFTER_LOOP)
+        for rec in self.store.scan(from_lsn=self.lsn + 1, kinds=[schema.VALUE]):
+            if schema.replay_id_of(rec.body) == replay_id:
+                out.add(schema.outer_iteration(rec.body[schema.CTX], history.AFTER_LOOP))
         return out
 
 
@@ -558,12 +557,12 @@ class _LiveCount:
 
     def count(self) -> int:
         self.store.refresh()
-        for rec in self.store.scan(from_lsn=self.lsn + 1, kinds=[history.VALUE]):
+        for rec in self.store.scan(from_lsn=self.lsn + 1, kinds=[schema.VALUE]):
             self.lsn = rec.lsn
-            b = rec.body
-            if len(b) > 6 and b[6] in self.ids:
-                ctx = b[4]
-                self.seen.add((b[6], int(ctx[0][1]) if ctx else history.AFTER_LOOP))
+            replay_id = schema.replay_id_of(rec.body)
+            if replay_id in self.ids:
+                iteration = schema.outer_iteration(rec.body[schema.CTX], history.AFTER_LOOP)
+                self.seen.add((replay_id, iteration))
         return len(self.seen)
 
 

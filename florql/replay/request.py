@@ -16,17 +16,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from florql import schema
 from florql.errors import BadInputError, ReplayError
 from florql.replay import executor, fallback, history, planner
 from florql.replay.splicer import Splice, splice
 from florql.replay.syntax import free_names, logged_names
 
 _HISTORY_KINDS = [
-    history.LOOP,
-    history.LOOP_END,
-    history.RUN_END,
-    history.REPLAY_BEGIN,
-    history.REPLAY_END,
+    schema.LOOP,
+    schema.LOOP_END,
+    schema.RUN_END,
+    schema.REPLAY_BEGIN,
+    schema.REPLAY_END,
 ]
 
 
@@ -334,7 +335,7 @@ def _histories(store: Any, ids: list[str], infos: dict[str, Any]) -> dict[str, h
         info = infos[rid]
         h = history.from_records(rid, info.meta or {}, recs[rid], cks, info.end)
         if any(r.status is None for r in h.replays):
-            bodies = (r.body for r in store.scan(kinds=[history.VALUE], run_id=rid))
+            bodies = (r.body for r in store.scan(kinds=[schema.VALUE], run_id=rid))
             history.settle_unfinished(h, bodies)
         out[rid] = h
     return out

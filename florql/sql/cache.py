@@ -45,6 +45,7 @@ from typing import Any
 import duckdb
 from florql_storage import kinds
 
+from florql import schema
 from florql.sql import columns, metadata
 from florql.sql.batch import Batch
 from florql.values import is_name
@@ -56,7 +57,8 @@ _VALUE_COLUMNS = (
 
 
 _first, _second, _third = itemgetter(0), itemgetter(1), itemgetter(2)
-_fourth, _fifth = itemgetter(3), itemgetter(4)
+_fourth = itemgetter(3)
+_run_id, _ctx = itemgetter(schema.RUN_ID), itemgetter(schema.CTX)  # of a VALUE body
 
 
 def _as_lists(body: Any) -> Any:
@@ -281,7 +283,7 @@ class Cache:
             if kind == kinds.VALUE:
                 batch.bodies.append(body)
                 batch.lsn.append(base + i)
-                run_id, ctx = body[0], body[4]
+                run_id, ctx = body[schema.RUN_ID], body[schema.CTX]
                 found = self._contexts.setdefault(run_id, {}).get(ctx)
                 if found is None:
                     found = self._new_context(batch, run_id, ctx)
@@ -307,8 +309,8 @@ class Cache:
         pending = batch.bodies[start:]
         if not pending:
             return
-        run_ids = list(map(_first, pending))
-        ctxs = list(map(_fifth, pending))
+        run_ids = list(map(_run_id, pending))
+        ctxs = list(map(_ctx, pending))
         bounds = [0]
         if run_ids.count(run_ids[0]) != len(run_ids):
             bounds += compress(range(1, len(run_ids)), map(ne, run_ids[1:], run_ids[:-1]))
