@@ -312,4 +312,4 @@ def _drop_damaged_checkpoints(store, report: RepairReport) -> None:
                 )
                 break
     if entries:
-        store._commit([(entries, pack_entries(entries))])
+        store.commit([(entries, pack_entries(entries))])

@@ -282,6 +282,17 @@ class Store:
             out[rid] = RunInfo(rid, begin, meta, status, end, last)
         return out
 
+    def run_end(self, run_id: str) -> tuple[bool, dict | None]:
+        """(whether `run_id` is in the store, its RUN_END body or None), as of the last refresh."""
+        with self._mutex:
+            run = self._state.runs.get(run_id)
+        return run is not None, None if run is None else run[2]
+
+    def stored_pages(self) -> dict:
+        """The page catalog (CRC -> page refs) a checkpoint writer deduplicates against."""
+        with self._mutex:
+            return self._state.pages
+
     def checkpoints(self, run_id: str | None = None) -> list[CheckpointInfo]:
         """Complete checkpoints (end record durable, invariant 4) in LSN order."""
         with self._mutex:
@@ -384,8 +395,13 @@ class Store:
         self._writers.append(w)
         return w
 
-    def _commit(self, packed: list) -> int:
-        """Append packed batches as frames under the log lock, fsync, fold them into the state."""
+    def commit(self, packed: list) -> int:
+        """Append packed batches `[(entries, payload), ...]` as frames under the log lock,
+        fsync, fold them into the state; returns the last durable LSN. For `LogWriter.flush`.
+
+        Raises:
+            StoreError: an I/O error; nothing of `packed` was acknowledged.
+        """
         from .committer import commit
 
         with self._mutex:

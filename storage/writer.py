@@ -112,7 +112,7 @@ class LogWriter:
                     good = [] if atomic else [e for e in batch if _packs(e)]
                     if good:
                         packed.append((good, pack_entries(good)))
-            last = self._store._commit(packed)
+            last = self._store.commit(packed)
             if bad is not None:
                 raise bad
             return last
@@ -124,7 +124,7 @@ class LogWriter:
         self._check_run_id(run_id)
         _check_dict("run meta", meta)
         self._store.refresh()
-        if run_id in self._store._state.runs:
+        if self._store.run_end(run_id)[0]:
             raise BadInputError(
                 f"run {run_id!r} already exists in the store; choose a new run id or resume it"
             )
@@ -137,12 +137,12 @@ class LogWriter:
         self._check_run_id(run_id)
         _check_dict("resume body", body)
         self._store.refresh()
-        run = self._store._state.runs.get(run_id)
-        if run is None:
+        exists, end = self._store.run_end(run_id)
+        if not exists:
             raise BadInputError(f"run {run_id!r} is not in the store; list runs with `florql runs`")
-        if run[2] is not None:
+        if end is not None:
             raise BadInputError(
-                f"run {run_id!r} already ended ({run[2].get('status')}); only a crashed run can be resumed"
+                f"run {run_id!r} already ended ({end.get('status')}); only a crashed run can be resumed"
             )
         self._take_run_lock(run_id)
         self._append_internal(K.RUN_RESUME, {**body, "run_id": run_id})
@@ -187,8 +187,7 @@ class LogWriter:
         ckpt_id = "ck-" + uuid.uuid4().hex[:16]
         self._append_internal(K.CKPT_BEGIN, {"ckpt_id": ckpt_id, "run_id": run_id})
         self._store.refresh()  # learn pages other writers stored since, for dedup
-        with self._store._mutex:
-            known = self._store._state.pages
+        known = self._store.stored_pages()
         try:
             refs, stored = self._pages.write_blobs(blobs, known, self._store.page_bytes)
         except OSError as exc:
