@@ -17,12 +17,15 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from florql import config, declared_args, sources
 from florql.errors import BadInputError
 from florql.schema import RUN_RESUME, SEQ, VALUE, Resumes, replay_id_of
 from florql.session import NullSession, Session, install
+
+if TYPE_CHECKING:
+    from florql_storage import Store
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -187,7 +190,7 @@ RUN_COLUMNS = [
 ]  # fmt: skip
 
 
-def run_rows(store: Any) -> list[dict[str, Any]]:
+def run_rows(store: Store) -> list[dict[str, Any]]:
     """One dict per run (RUN_COLUMNS), oldest first."""
     ckpts: dict[str, int] = {}
     for c in store.checkpoints():
@@ -215,7 +218,7 @@ def run_rows(store: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _count_values(store: Any, run_id: str, begin_lsn: int) -> int:
+def _count_values(store: Store, run_id: str, begin_lsn: int) -> int:
     """Recorded values of a run, minus those a resume superseded (seq above the resume's)."""
     values, resumes = [], Resumes()
     for r in store.records_after(run_id, begin_lsn, kinds=[VALUE, RUN_RESUME]):

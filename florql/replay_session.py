@@ -20,7 +20,7 @@ import math
 import os
 import time
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from florql import capture
 from florql.errors import BadInputError
@@ -28,6 +28,9 @@ from florql.runner import StopScript
 from florql.schema import NAME, RNG, RUN_ID, RUN_RESUME, SEQ, VALUE, Resumes, value_body
 from florql.session import Session, _Loop
 from florql.values import to_loggable
+
+if TYPE_CHECKING:
+    from florql_storage import Store
 
 ACTIONS = ("skip_inner", "silent_tail", "execute")
 
@@ -299,7 +302,7 @@ def _same(a: Any, b: Any, tol: float) -> bool:
 
 
 def _read_run(
-    store: Any, run_id: str, check: set[str], new: set[str]
+    store: Store, run_id: str, check: set[str], new: set[str]
 ) -> tuple[dict[tuple, list], dict[tuple, list], dict[int, dict[str, Any]]]:
     """One pass over the run's records: the recorded values of `check` and the stored
     (recorded or replayed) values of `new`, both by (name, ctx) in seq order minus the values

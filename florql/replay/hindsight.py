@@ -34,7 +34,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from florql import config, schema
 from florql.errors import ReplayError
@@ -51,6 +51,9 @@ from florql.replay.request import (
     two_passes,
 )
 from florql.replay.workdir import Workdir
+
+if TYPE_CHECKING:
+    from florql_storage import Store
 
 __all__ = ["HindsightPlan", "Report", "current_sources", "discover", "ensure", "plan", "prepare"]
 
@@ -293,7 +296,7 @@ def _merged(a: Report, b: Report) -> Report:
 
 
 def _execute(
-    store: Any,
+    store: Store,
     store_path: str,
     hp: HindsightPlan,
     report: Report,
@@ -315,7 +318,7 @@ def _execute(
 
 def _run_in(
     workdir: str,
-    store: Any,
+    store: Store,
     store_path: str,
     hp: HindsightPlan,
     report: Report,
@@ -533,7 +536,7 @@ def _replay_id() -> str:
 class _StoredSince:
     """Iterations each replay stored since an LSN, read back from the store."""
 
-    def __init__(self, store: Any, lsn: int) -> None:
+    def __init__(self, store: Store, lsn: int) -> None:
         self.store = store
         self.lsn = lsn
 
@@ -549,7 +552,7 @@ class _StoredSince:
 class _LiveCount:
     """Counts iterations stored so far by the given replays, reading only new records."""
 
-    def __init__(self, store: Any, replay_ids: set[str]) -> None:
+    def __init__(self, store: Store, replay_ids: set[str]) -> None:
         self.store = store
         self.ids = replay_ids
         self.lsn = store.last_lsn

@@ -14,13 +14,16 @@ import os
 import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from florql import schema
 from florql.errors import BadInputError, ReplayError
 from florql.replay import executor, fallback, history, planner
 from florql.replay.splicer import Splice, splice
 from florql.replay.syntax import free_names, logged_names
+
+if TYPE_CHECKING:
+    from florql_storage import Store
 
 _HISTORY_KINDS = [
     schema.LOOP,
@@ -127,7 +130,7 @@ class HindsightPlan:
 
 
 def prepare(
-    store: Any,
+    store: Store,
     names: Iterable[str],
     selection: Any,
     workers: int | None,
@@ -261,7 +264,7 @@ def _mentioned(
 
 
 def two_passes(
-    store: Any, names: Iterable[str], selection: Any, workers: int | None, **kw: Any
+    store: Store, names: Iterable[str], selection: Any, workers: int | None, **kw: Any
 ) -> tuple[HindsightPlan, set[str]]:
     """`prepare`, but when some runs log wanted names both inside the outer loop and after it,
     the plan of the names inside it, and the names after it (for a second request once the
@@ -320,7 +323,9 @@ def chosen_runs(infos: dict[str, Any], runs: Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(runs))
 
 
-def _histories(store: Any, ids: list[str], infos: dict[str, Any]) -> dict[str, history.RunHistory]:
+def _histories(
+    store: Store, ids: list[str], infos: dict[str, Any]
+) -> dict[str, history.RunHistory]:
     wanted = set(ids)
     if not wanted:
         return {}

@@ -40,7 +40,7 @@ from collections import Counter
 from collections.abc import Iterable
 from itertools import compress, repeat
 from operator import is_, itemgetter, methodcaller, ne
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 from florql_storage import kinds
@@ -49,6 +49,9 @@ from florql import schema
 from florql.sql import columns, metadata
 from florql.sql.batch import Batch
 from florql.values import is_name
+
+if TYPE_CHECKING:
+    from florql_storage import Store
 
 _VALUE_COLUMNS = (
     "run_id VARCHAR, lsn BIGINT, seq BIGINT, ctx_id BIGINT, name VARCHAR, value DOUBLE, "
@@ -196,7 +199,7 @@ class Cache:
 
     # --- refresh ------------------------------------------------------------------------------
 
-    def refresh(self, store: Any) -> int:
+    def refresh(self, store: Store) -> int:
         """Ingest what the store gained since the last refresh; return the records decoded."""
         store.refresh()
         if store.last_lsn < self.last_lsn:
@@ -217,7 +220,7 @@ class Cache:
             self.con.commit()
         return self.decoded_records - before
 
-    def _refresh_in_transaction(self, store: Any) -> None:
+    def _refresh_in_transaction(self, store: Store) -> None:
         if store.last_lsn > self.last_lsn:
             # The decode loop allocates millions of small objects that all survive: the cyclic
             # GC would rescan them again and again for nothing.
@@ -585,7 +588,7 @@ class Cache:
 
     # --- run metadata -------------------------------------------------------------------------
 
-    def _refresh_runs(self, store: Any) -> None:
+    def _refresh_runs(self, store: Store) -> None:
         runs = store.runs()
         signature = tuple(
             (r.run_id, r.status, r.last_lsn, self.values_per_run.get(r.run_id, 0))
