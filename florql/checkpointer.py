@@ -130,8 +130,6 @@ class Checkpointer:
         self.fg_seconds = 0.0
         self.bg_seconds = 0.0  # wall time of background writes (disk waits included)
         self.bg_cpu_seconds = 0.0  # the writer thread's CPU time: what competes with training
-        self.stalls: list[float] = []
-        self.infos: list[Any] = []
 
     def iteration_started(self, now: float) -> None:
         if self.policy.start is None:
@@ -183,7 +181,6 @@ class Checkpointer:
         blobs = snap.take(tensors)
         stall = time.perf_counter() - t0
         self.fg_seconds += stall
-        self.stalls.append(stall)
         self.policy.taken(stall)
         self._maybe_shrink_pool(snap.nbytes)
         return (meta, blobs, snap)
@@ -258,7 +255,6 @@ class Checkpointer:
                 self.count += 1
                 self.raw_bytes += info.raw_bytes
                 self.stored_bytes += info.stored_bytes
-                self.infos.append(info)
                 self._backoff = RETRY_FIRST
             except Exception as e:  # noqa: BLE001 - never into the training thread
                 self._write_failed(e)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from florql import capture
 from florql.errors import BadInputError
+from florql.replay.messages import ReplayTask, TaskResult
 from florql.runner import StopScript
 from florql.schema import NAME, RNG, RUN_ID, RUN_RESUME, SEQ, VALUE, Resumes, value_body
 from florql.session import Session, _Loop
@@ -32,34 +33,22 @@ from florql.values import to_loggable
 if TYPE_CHECKING:
     from florql_storage import Store
 
-ACTIONS = ("skip_inner", "silent_tail", "execute")
-
 
 class ReplaySession(Session):
     muted = True  # no LOOP/RNG/STATE records, no checkpoints
 
-    def __init__(self, task: dict[str, Any]) -> None:
-        for key in ("replay_id", "run_id", "store", "script", "steps"):
-            if key not in task:
-                raise BadInputError(f"replay task has no {key!r}; see docs/INTERFACES.md §3")
-        super().__init__(
-            task["store"], script=os.path.abspath(task["script"]), argv=task.get("argv") or []
-        )
+    def __init__(self, task: ReplayTask) -> None:
+        super().__init__(task.store, script=os.path.abspath(task.script), argv=task.argv)
         self.task = task
-        self.run_id = task["run_id"]
-        self.replay_id = task["replay_id"]
-        self.overrides = dict(task.get("args") or {})
-        self.steps = {int(s["iteration"]): s for s in task["steps"]}
-        for s in task["steps"]:
-            if s.get("action") not in ACTIONS:
-                raise BadInputError(
-                    f"replay step {s} has action {s.get('action')!r}; use one of {ACTIONS}"
-                )
+        self.run_id = task.run_id
+        self.replay_id = task.replay_id
+        self.overrides = dict(task.args)
+        self.steps = {int(s["iteration"]): s for s in task.steps}
         self.last_step = max(self.steps) if self.steps else -1
-        self.new_names = set(task.get("new_names") or ())
-        self.check_names = set(task.get("check_names") or ())
-        self.tolerance = float(task.get("tolerance") or 0.0)
-        self.run_to_end = bool(task.get("run_to_end"))
+        self.new_names = set(task.new_names)
+        self.check_names = set(task.check_names)
+        self.tolerance = task.tolerance
+        self.run_to_end = task.run_to_end
         first = min(self.steps) if self.steps else None
         self._keep_pre = first == 0 and self.steps[0]["action"] == "execute"
         self._phase = "pre"  # pre -> loop -> post
@@ -257,8 +246,8 @@ class ReplaySession(Session):
             raise BadInputError(f"checkpoint {ckpt_id!r} of run {self.run_id} does not exist")
         return self._ckpts[ckpt_id]
 
-    def finish(self, error: str | None) -> dict[str, Any]:
-        """Write what is left, close the store, and return the result dict.
+    def finish(self, error: str | None) -> TaskResult:
+        """Write what is left, close the store, and return the task's result.
 
         After an error the buffered values belong to an iteration that did not finish: they
         are dropped, so a failed replay never leaves a partial iteration visible.
@@ -268,23 +257,21 @@ class ReplaySession(Session):
         self._commit()
         self.writer.close()
         self.store.close()
-        result = {
-            "replay_id": self.replay_id,
-            "executed": self.executed,
-            "inner_iterations": self.inner_iterations,
-            "values": self.written,
-            "compared": self.compared,
-            "conflicts": self.conflicts,
-            "fidelity": {
+        return TaskResult(
+            replay_id=self.replay_id,
+            executed=self.executed,
+            inner_iterations=self.inner_iterations,
+            values=self.written,
+            compared=self.compared,
+            conflicts=self.conflicts,
+            fidelity={
                 "checked": self.checked,
                 "matched": self.matched,
                 "first_mismatch": self.first_mismatch,
             },
-            "warnings": self.warnings,
-        }
-        if error:
-            result["error"] = error
-        return result
+            warnings=self.warnings,
+            error=error or None,
+        )
 
 
 def _ctx_key(ctx: Any) -> tuple:

@@ -14,6 +14,7 @@ One noun per module, in pipeline order:
 - `planner.py`: the least work for a selection: per-iteration steps (`skip_inner`,
   `silent_tail`, `execute`) cut into independent pieces and grouped into tasks;
 - `executor.py`: the worker pool (`sys.executable -m florql.replay.worker TASK.json`);
+- `messages.py`: the replay task and its result (dataclasses, one encoder and decoder each);
 - `task.py`: one task run in a worker (its script under `florql.replay_session`);
 - `sandbox.py`: where a worker runs the script: its file calls routed through `overlay.py` (a
   copy-on-write view with the writes in a scratch area), and `fingerprint.py`, the check that

@@ -39,7 +39,7 @@ STDERR_TAIL = 2000
 
 
 @dataclass
-class Outcome:
+class TaskOutcome:
     """What one task's worker did."""
 
     index: int
@@ -110,10 +110,10 @@ def run_tasks(
     workers: int,
     workdir: str,
     command: Sequence[str] | None = None,
-    on_poll: Callable[[list[Outcome]], None] | None = None,
+    on_poll: Callable[[list[TaskOutcome]], None] | None = None,
     poll_seconds: float = 0.02,
     env: dict[str, str] | None = None,
-) -> list[Outcome]:
+) -> list[TaskOutcome]:
     """Run every task, `workers` at a time; return their outcomes in task order.
 
     Args:
@@ -129,8 +129,8 @@ def run_tasks(
     gpus = visible_gpu_ids()
     free = list(range(max(1, workers)))  # worker slots; slot k uses GPU k when there are several
     pending = list(enumerate(tasks))
-    running: list[tuple[Any, Outcome, float, Any, int]] = []  # Popen or warm.WarmProcess
-    done: list[Outcome] = []
+    running: list[tuple[Any, TaskOutcome, float, Any, int]] = []  # Popen or warm.WarmProcess
+    done: list[TaskOutcome] = []
     try:
         while pending or running:
             while pending and free:
@@ -166,7 +166,7 @@ def _start(
     workdir: str,
     env: dict[str, str] | None,
     warm: list[bool],
-) -> tuple[Any, Outcome, float, Any]:
+) -> tuple[Any, TaskOutcome, float, Any]:
     task.setdefault("result_path", os.path.join(workdir, f"result-{i}.json"))
     task.setdefault("scratch", os.path.join(workdir, f"scratch-{i}"))  # florql/replay/sandbox.py
     path = os.path.join(workdir, f"task-{i}.json")
@@ -177,7 +177,7 @@ def _start(
     if warm[0]:
         try:
             warm_proc = _warm.start_task([path], task.get("cwd"), worker_env(env), log)
-            return warm_proc, Outcome(i, task), time.monotonic(), err
+            return warm_proc, TaskOutcome(i, task), time.monotonic(), err
         except OSError as e:  # no warm server: a fresh interpreter does the same, slower
             print(f"florql: note: warm replay workers unavailable ({e})", file=sys.stderr)
             warm[0] = False
@@ -189,7 +189,7 @@ def _start(
         cwd=task.get("cwd") or None,
         env=worker_env(env),
     )
-    return proc, Outcome(i, task), time.monotonic(), err
+    return proc, TaskOutcome(i, task), time.monotonic(), err
 
 
 def warm_server_running(env: dict[str, str] | None = None) -> bool:
@@ -208,7 +208,7 @@ def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _finish(proc: Any, out: Outcome, t0: float, err: Any) -> Outcome:
+def _finish(proc: Any, out: TaskOutcome, t0: float, err: Any) -> TaskOutcome:
     out.returncode = proc.returncode
     out.seconds = time.monotonic() - t0
     err.seek(0)

@@ -40,6 +40,7 @@ from florql import config, schema
 from florql.errors import ReplayError
 from florql.replay import code_diff, executor, history, planner, trust
 from florql.replay.lease import Leases, plan_under_leases
+from florql.replay.messages import ReplayTask, TaskResult
 from florql.replay.progress import Progress
 from florql.replay.request import (
     HindsightPlan,
@@ -325,7 +326,7 @@ def _run_in(
     progress: bool,
     tolerance: float,
     worker_command: Sequence[str] | None,
-) -> list[executor.Outcome]:
+) -> list[executor.TaskOutcome]:
     writer = store.writer()
     tasks: list[dict[str, Any]] = []
     replay_ids: dict[str, str] = {}
@@ -354,7 +355,7 @@ def _run_in(
         bar = Progress(total, hp.plan.estimate_seconds(), enabled=_progress_wanted(progress))
         counter = _LiveCount(store, set(replay_ids.values())) if bar.enabled else None
 
-        def poll(done: list[executor.Outcome]) -> None:
+        def poll(done: list[executor.TaskOutcome]) -> None:
             if counter is not None:
                 bar.update(counter.count())
 
@@ -377,10 +378,10 @@ def _finish(
     writer: Any,
     hp: HindsightPlan,
     replay_ids: dict[str, str],
-    outcomes: list[executor.Outcome],
+    outcomes: list[executor.TaskOutcome],
     report: Report,
     stored_since: _StoredSince,
-) -> list[executor.Outcome]:
+) -> list[executor.TaskOutcome]:
     failures = []
     for rp in hp.plan.runs:
         rid = replay_ids[rp.run_id]
@@ -389,12 +390,13 @@ def _finish(
         stored: set[int] = set()
         executed: set[int] = set()
         for o in mine:
-            f = o.result.get("fidelity") or {}
-            fid["checked"] += int(f.get("checked", 0))
-            fid["matched"] += int(f.get("matched", 0))
-            if fid["first_mismatch"] is None and f.get("first_mismatch"):
+            res = TaskResult.from_json(o.result)
+            f = res.fidelity
+            fid["checked"] += int(f["checked"] or 0)
+            fid["matched"] += int(f["matched"] or 0)
+            if fid["first_mismatch"] is None and f["first_mismatch"]:
                 fid["first_mismatch"] = f["first_mismatch"]
-            ran = [int(i) for i in o.result.get("executed", [])]
+            ran = res.executed
             producing = {s["iteration"] for s in o.task["steps"] if s["action"] != "silent_tail"}
             stored |= producing & set(ran)
             if o.ok and o.task.get("run_to_end"):
@@ -402,13 +404,11 @@ def _finish(
             executed |= {s["iteration"] for s in o.task["steps"] if s["action"] == "execute"} & set(
                 ran
             )
-            report.replayed_values += int(o.result.get("values", 0))
-            report.conflicts += int(o.result.get("conflicts", 0))
-            report.inner_iterations += int(o.result.get("inner_iterations", 0))
+            report.replayed_values += res.values
+            report.conflicts += res.conflicts
+            report.inner_iterations += res.inner_iterations
             # parallel workers may each see the same thing (a file changed under all of them)
-            report.warnings += [
-                str(w) for w in o.result.get("warnings", []) if str(w) not in report.warnings
-            ]
+            report.warnings += [w for w in res.warnings if w not in report.warnings]
             if not o.ok:
                 failures.append(o)
         status = "finished" if all(o.ok for o in mine) else "failed"
@@ -490,20 +490,20 @@ def _task_json(
     meta = job.history.meta
     argv = list(meta.get("argv") or [script])
     argv[0] = script
-    return {
-        "replay_id": replay_id,
-        "run_id": job.history.run_id,
-        "store": store_path,
-        "script": script,
-        "cwd": meta.get("cwd") or os.path.dirname(script),
-        "argv": argv,
-        "args": dict(meta.get("args") or {}),
-        "steps": [s.to_json() for s in t.steps],
-        "run_to_end": t.run_to_end,
-        "new_names": sorted(job.names),
-        "check_names": sorted(job.check_names),
-        "tolerance": tol,
-    }
+    return ReplayTask(
+        replay_id=replay_id,
+        run_id=job.history.run_id,
+        store=store_path,
+        script=script,
+        cwd=meta.get("cwd") or os.path.dirname(script),
+        argv=argv,
+        args=dict(meta.get("args") or {}),
+        steps=[s.to_json() for s in t.steps],
+        run_to_end=t.run_to_end,
+        new_names=sorted(job.names),
+        check_names=sorted(job.check_names),
+        tolerance=tol,
+    ).to_json()
 
 
 def _write_sources(workdir: str, run_id: str, job: RunJob) -> str:

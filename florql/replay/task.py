@@ -13,55 +13,56 @@ from typing import Any
 
 from florql import session as session_mod
 from florql.replay.fingerprint import Watch
+from florql.replay.messages import ReplayTask
 from florql.replay.sandbox import Sandbox
 from florql.replay_session import ReplaySession
 from florql.runner import run_script
 
 
 def run_task(task: dict[str, Any]) -> dict[str, Any]:
-    """Execute one replay task (docs/INTERFACES.md §3); write and return its result dict.
+    """Execute one replay task (docs/INTERFACES.md §3, the task file's content); write and
+    return its result (`TaskResult.to_json()`).
 
     Raises BadInputError for a malformed task. A script error is reported in the result
     (`error`) rather than raised.
     """
-    rs = ReplaySession(task)
+    spec = ReplayTask.from_json(task)
+    rs = ReplaySession(spec)
     rs.start()
     session_mod.install(rs)
     saved_cwd = os.getcwd()
-    folders = [task.get("cwd") or saved_cwd, *rs.extra_path()]
-    box, watch = _isolation(task, folders)
+    folders = [spec.cwd or saved_cwd, *rs.extra_path()]
+    box, watch = _isolation(spec, folders)
     try:
-        os.chdir(task.get("cwd") or saved_cwd)
+        os.chdir(spec.cwd or saved_cwd)
         with box:
-            outcome = run_script(
-                task["script"], task.get("argv") or [task["script"]], rs.extra_path()
-            )
+            outcome = run_script(spec.script, spec.argv or [spec.script], rs.extra_path())
     finally:
         os.chdir(saved_cwd)
         session_mod.install(None)
     result = rs.finish(outcome.error)
-    result["warnings"] = [*result.get("warnings", []), *watch.warnings(task["run_id"])]
+    result.warnings = [*result.warnings, *watch.warnings(spec.run_id)]
     started = (rs.run_info.meta or {}).get("started_at")
-    if (result.get("fidelity") or {}).get("first_mismatch") and isinstance(started, (int, float)):
-        result["warnings"] += box.leftover_warnings(task["run_id"], started, folders)
-    path = task.get("result_path")
-    if path:
-        tmp = path + ".tmp"
+    if result.fidelity.get("first_mismatch") and isinstance(started, (int, float)):
+        result.warnings += box.leftover_warnings(spec.run_id, started, folders)
+    out = result.to_json()
+    if spec.result_path:
+        tmp = spec.result_path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(result, f)
-        os.replace(tmp, path)
-    return result
+            json.dump(out, f)
+        os.replace(tmp, spec.result_path)
+    return out
 
 
-def _isolation(task: dict[str, Any], folders: list[str]) -> tuple[Any, Any]:
+def _isolation(task: ReplayTask, folders: list[str]) -> tuple[Sandbox, Watch]:
     """The sandbox the replayed script runs in (its file writes go to the task's `scratch`
     folder, or a fresh temporary one), and a watch on the recorded run's folders that reports
     what changed anyway (florql/replay/sandbox.py, fingerprint.py)."""
     import tempfile
 
-    scratch = task.get("scratch") or tempfile.mkdtemp(prefix="florql-scratch-")
-    store = os.path.abspath(task["store"])
+    scratch = task.scratch or tempfile.mkdtemp(prefix="florql-scratch-")
+    store = os.path.abspath(task.store)
     own = [store, scratch]
-    if task.get("result_path"):
-        own.append(os.path.dirname(os.path.abspath(task["result_path"])))
+    if task.result_path:
+        own.append(os.path.dirname(os.path.abspath(task.result_path)))
     return Sandbox(scratch, real=[store]), Watch(folders, exclude=own)
