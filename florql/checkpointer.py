@@ -48,11 +48,10 @@ import threading
 import time
 from typing import Any
 
-from florql import capture, loopstate
+from florql import capture, config, loopstate
 from florql.flusher import RETRY_FIRST, RETRY_MAX, reason_of, storage_trouble
 
 POOL = 2
-DEFAULT_MEMORY = 2 << 30
 
 
 class Policy:
@@ -113,7 +112,7 @@ class Checkpointer:
 
     def __init__(self, session: Any, budget: float = 0.02) -> None:
         self.session = session
-        self.policy = Policy(budget, every=int(os.environ.get("FLORQL_CKPT_EVERY") or 0) or None)
+        self.policy = Policy(budget, every=config.ckpt_every())
         self.contention = self.policy.contention
         self._free: queue.Queue = queue.Queue()
         self._pool_size = 0
@@ -131,8 +130,6 @@ class Checkpointer:
         self.fg_seconds = 0.0
         self.bg_seconds = 0.0  # wall time of background writes (disk waits included)
         self.bg_cpu_seconds = 0.0  # the writer thread's CPU time: what competes with training
-        self.stalls: list[float] = []
-        self.infos: list[Any] = []
 
     def iteration_started(self, now: float) -> None:
         if self.policy.start is None:
@@ -184,7 +181,6 @@ class Checkpointer:
         blobs = snap.take(tensors)
         stall = time.perf_counter() - t0
         self.fg_seconds += stall
-        self.stalls.append(stall)
         self.policy.taken(stall)
         self._maybe_shrink_pool(snap.nbytes)
         return (meta, blobs, snap)
@@ -224,7 +220,7 @@ class Checkpointer:
         return None
 
     def _maybe_shrink_pool(self, nbytes: int) -> None:
-        cap = int(os.environ.get("FLORQL_CKPT_MEMORY", DEFAULT_MEMORY))
+        cap = config.ckpt_memory()
         if nbytes * POOL > cap:
             self._pool_size = POOL  # never allocate a second buffer set
 
@@ -259,7 +255,6 @@ class Checkpointer:
                 self.count += 1
                 self.raw_bytes += info.raw_bytes
                 self.stored_bytes += info.stored_bytes
-                self.infos.append(info)
                 self._backoff = RETRY_FIRST
             except Exception as e:  # noqa: BLE001 - never into the training thread
                 self._write_failed(e)

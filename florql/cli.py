@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from florql.config import default_store
 from florql.errors import FlorqlError
-
-DEFAULT_STORE = ".florql"
 
 # subcommand -> "module:function" taking the parsed namespace and returning an exit code.
 HANDLERS = {
@@ -29,11 +27,6 @@ HANDLERS = {
     "ui": "florql.ui.command:ui_main",
     "plot": "florql.ui.command:plot_main",
 }
-
-
-def default_store() -> str:
-    """The store a command uses when `--store` is not given: `$FLORQL_STORE` or `./.florql`."""
-    return os.environ.get("FLORQL_STORE") or DEFAULT_STORE
 
 
 def _add_store(p: argparse.ArgumentParser) -> None:

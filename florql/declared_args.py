@@ -23,6 +23,8 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
+from florql.errors import BadInputError
+
 
 @dataclass
 class Declared:
@@ -62,11 +64,37 @@ def check_overrides(overrides: dict[str, str], declared: Declared) -> None:
     ...
     florql_storage.errors.BadInputError: --arg epochs=two: cannot convert to int (the default is 3)
     """
-    from florql.session import cast_override
-
     for name, text in overrides.items():
         if name in declared.defaults:
             cast_override(name, text, declared.defaults[name])
+
+
+def cast_override(name: str, text: Any, default: Any) -> Any:
+    """Cast a `--arg` string to the type of `default`.
+
+    >>> cast_override("lr", "0.5", 1.0), cast_override("n", "3", 1), cast_override("f", "true", False)
+    (0.5, 3, True)
+    """
+    if not isinstance(text, str) or isinstance(default, str) or default is None:
+        return text
+    try:
+        if isinstance(default, bool):
+            low = text.lower()
+            if low in ("true", "1", "yes"):
+                return True
+            if low in ("false", "0", "no"):
+                return False
+            raise ValueError(text)
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        raise BadInputError(
+            f"--arg {name}={text}: cannot convert to {type(default).__name__} "
+            f"(the default is {default!r})"
+        ) from None
+    return text
 
 
 _UNKNOWN = object()

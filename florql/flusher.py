@@ -28,41 +28,16 @@ Invariants (tests cite them by number):
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
 from typing import Any
 
-from florql.errors import BadInputError
-
-# florql_storage.kinds (session.py repeats them too: importing florql needs no storage import)
-RUN_BEGIN, VALUE, RUN_RESUME = 1, 3, 8
+from florql.schema import RUN_BEGIN, RUN_RESUME, VALUE, value_body
 
 RETRY_FIRST = 0.5
 RETRY_MAX = 30.0
 EXIT_PATIENCE = 10.0  # seconds the end of a run keeps retrying a store that refuses writes
-DEFAULT_CAPACITY = 1_000_000
-
-
-def buffer_capacity(environ: Any = os.environ) -> int:
-    """`FLORQL_BUFFER_RECORDS` (records kept in memory while the store refuses writes).
-
-    >>> buffer_capacity({}), buffer_capacity({"FLORQL_BUFFER_RECORDS": "5000"})
-    (1000000, 5000)
-    """
-    text = environ.get("FLORQL_BUFFER_RECORDS")
-    if not text:
-        return DEFAULT_CAPACITY
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise BadInputError(
-            f"FLORQL_BUFFER_RECORDS={text} must be a positive number of records, e.g. 1000000"
-        )
-    return n
 
 
 def storage_trouble(exc: BaseException) -> bool:
@@ -209,7 +184,7 @@ class Flusher:
             room -= 1
             if item[0] == VALUE:
                 _, seq, name, value, ctx, t = item
-                out.append((VALUE, [rid, seq, name, value, ctx, t, ""]))
+                out.append((VALUE, value_body(rid, seq, name, value, ctx, t)))
                 values += 1
             else:
                 out.append(item)

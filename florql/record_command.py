@@ -17,11 +17,15 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from florql import declared_args, sources
+from florql import config, declared_args, sources
 from florql.errors import BadInputError
-from florql.session import RUN_RESUME, VALUE, NullSession, Session, install
+from florql.schema import RUN_RESUME, SEQ, VALUE, Resumes, replay_id_of
+from florql.session import NullSession, Session, install
+
+if TYPE_CHECKING:
+    from florql_storage import Store
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -57,7 +61,7 @@ def main(args: Any) -> int:
     if args.overhead is not None and not 0 < args.overhead <= 1:
         raise BadInputError(f"--overhead {args.overhead} must be a fraction in (0, 1], e.g. 0.02")
     argv = [args.script, *args.script_args]
-    if os.environ.get("FLORQL_DISABLE") == "1":  # florql's calls as no-ops (benchmark baseline)
+    if config.disabled():  # florql's calls as no-ops (benchmark baseline)
         install(NullSession(overrides))
         try:
             return runner.run_script(script, argv).exit_code
@@ -186,7 +190,7 @@ RUN_COLUMNS = [
 ]  # fmt: skip
 
 
-def run_rows(store: Any) -> list[dict[str, Any]]:
+def run_rows(store: Store) -> list[dict[str, Any]]:
     """One dict per run (RUN_COLUMNS), oldest first."""
     ckpts: dict[str, int] = {}
     for c in store.checkpoints():
@@ -214,15 +218,15 @@ def run_rows(store: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _count_values(store: Any, run_id: str, begin_lsn: int) -> int:
+def _count_values(store: Store, run_id: str, begin_lsn: int) -> int:
     """Recorded values of a run, minus those a resume superseded (seq above the resume's)."""
-    values, resumes = [], []
+    values, resumes = [], Resumes()
     for r in store.records_after(run_id, begin_lsn, kinds=[VALUE, RUN_RESUME]):
         if r.kind == RUN_RESUME:
-            resumes.append((r.lsn, r.body["seq"]))
-        elif not r.body[6]:
-            values.append((r.lsn, r.body[1]))
-    return sum(1 for lsn, seq in values if not any(seq > s and lsn < rl for rl, s in resumes))
+            resumes.add(r.lsn, r.body["seq"])
+        elif not replay_id_of(r.body):
+            values.append((r.lsn, r.body[SEQ]))
+    return sum(1 for lsn, seq in values if not resumes.superseded(lsn, seq))
 
 
 def _time(t: Any) -> str:

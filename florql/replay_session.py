@@ -20,42 +20,35 @@ import math
 import os
 import time
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from florql import capture
 from florql.errors import BadInputError
+from florql.replay.messages import ReplayTask, TaskResult
 from florql.runner import StopScript
-from florql.session import RNG, RUN_RESUME, VALUE, Session, _Loop
+from florql.schema import NAME, RNG, RUN_ID, RUN_RESUME, SEQ, VALUE, Resumes, value_body
+from florql.session import Session, _Loop
 from florql.values import to_loggable
 
-ACTIONS = ("skip_inner", "silent_tail", "execute")
+if TYPE_CHECKING:
+    from florql_storage import Store
 
 
 class ReplaySession(Session):
     muted = True  # no LOOP/RNG/STATE records, no checkpoints
 
-    def __init__(self, task: dict[str, Any]) -> None:
-        for key in ("replay_id", "run_id", "store", "script", "steps"):
-            if key not in task:
-                raise BadInputError(f"replay task has no {key!r}; see docs/INTERFACES.md §3")
-        super().__init__(
-            task["store"], script=os.path.abspath(task["script"]), argv=task.get("argv") or []
-        )
+    def __init__(self, task: ReplayTask) -> None:
+        super().__init__(task.store, script=os.path.abspath(task.script), argv=task.argv)
         self.task = task
-        self.run_id = task["run_id"]
-        self.replay_id = task["replay_id"]
-        self.overrides = dict(task.get("args") or {})
-        self.steps = {int(s["iteration"]): s for s in task["steps"]}
-        for s in task["steps"]:
-            if s.get("action") not in ACTIONS:
-                raise BadInputError(
-                    f"replay step {s} has action {s.get('action')!r}; use one of {ACTIONS}"
-                )
+        self.run_id = task.run_id
+        self.replay_id = task.replay_id
+        self.overrides = dict(task.args)
+        self.steps = {int(s["iteration"]): s for s in task.steps}
         self.last_step = max(self.steps) if self.steps else -1
-        self.new_names = set(task.get("new_names") or ())
-        self.check_names = set(task.get("check_names") or ())
-        self.tolerance = float(task.get("tolerance") or 0.0)
-        self.run_to_end = bool(task.get("run_to_end"))
+        self.new_names = set(task.new_names)
+        self.check_names = set(task.check_names)
+        self.tolerance = task.tolerance
+        self.run_to_end = task.run_to_end
         first = min(self.steps) if self.steps else None
         self._keep_pre = first == 0 and self.steps[0]["action"] == "execute"
         self._phase = "pre"  # pre -> loop -> post
@@ -187,7 +180,10 @@ class ReplaySession(Session):
         if name in self.new_names and not self._already_stored(name, v):
             seq = next(self._counter)
             self._frame_buf.append(
-                (VALUE, [self.run_id, seq, name, v, self._ctx, time.time(), self.replay_id])
+                (
+                    VALUE,
+                    value_body(self.run_id, seq, name, v, self._ctx, time.time(), self.replay_id),
+                )
             )
         if name in self.check_names:
             self._check(name, v)
@@ -250,8 +246,8 @@ class ReplaySession(Session):
             raise BadInputError(f"checkpoint {ckpt_id!r} of run {self.run_id} does not exist")
         return self._ckpts[ckpt_id]
 
-    def finish(self, error: str | None) -> dict[str, Any]:
-        """Write what is left, close the store, and return the result dict.
+    def finish(self, error: str | None) -> TaskResult:
+        """Write what is left, close the store, and return the task's result.
 
         After an error the buffered values belong to an iteration that did not finish: they
         are dropped, so a failed replay never leaves a partial iteration visible.
@@ -261,23 +257,21 @@ class ReplaySession(Session):
         self._commit()
         self.writer.close()
         self.store.close()
-        result = {
-            "replay_id": self.replay_id,
-            "executed": self.executed,
-            "inner_iterations": self.inner_iterations,
-            "values": self.written,
-            "compared": self.compared,
-            "conflicts": self.conflicts,
-            "fidelity": {
+        return TaskResult(
+            replay_id=self.replay_id,
+            executed=self.executed,
+            inner_iterations=self.inner_iterations,
+            values=self.written,
+            compared=self.compared,
+            conflicts=self.conflicts,
+            fidelity={
                 "checked": self.checked,
                 "matched": self.matched,
                 "first_mismatch": self.first_mismatch,
             },
-            "warnings": self.warnings,
-        }
-        if error:
-            result["error"] = error
-        return result
+            warnings=self.warnings,
+            error=error or None,
+        )
 
 
 def _ctx_key(ctx: Any) -> tuple:
@@ -295,14 +289,14 @@ def _same(a: Any, b: Any, tol: float) -> bool:
 
 
 def _read_run(
-    store: Any, run_id: str, check: set[str], new: set[str]
+    store: Store, run_id: str, check: set[str], new: set[str]
 ) -> tuple[dict[tuple, list], dict[tuple, list], dict[int, dict[str, Any]]]:
     """One pass over the run's records: the recorded values of `check` and the stored
     (recorded or replayed) values of `new`, both by (name, ctx) in seq order minus the values
     a resume superseded; and the RNG states at the start of each outer iteration (a resumed
     run's last)."""
     rows = []
-    resumes = []
+    resumes = Resumes()
     rng: dict[int, dict[str, Any]] = {}
     wanted = check | new
     for rec in store.scan(kinds=[VALUE, RUN_RESUME, RNG], run_id=run_id):
@@ -312,13 +306,13 @@ def _read_run(
             if body.get("run_id") == run_id and len(ctx) == 1:
                 rng[int(ctx[0][1])] = body["states"]
         elif rec.kind == RUN_RESUME:
-            resumes.append((rec.lsn, body["seq"]))
-        elif body[0] == run_id and body[2] in wanted:
+            resumes.add(rec.lsn, body["seq"])
+        elif body[RUN_ID] == run_id and body[NAME] in wanted:
             rows.append((rec.lsn, body))
     recorded: dict[tuple, list] = {}
     stored: dict[tuple, list] = {}
-    for lsn, (_rid, seq, name, value, ctx, _t, replay_id) in sorted(rows, key=lambda r: r[1][1]):
-        if any(seq > rseq and lsn < rlsn for rlsn, rseq in resumes):
+    for lsn, (_rid, seq, name, value, ctx, _t, replay_id) in sorted(rows, key=lambda r: r[1][SEQ]):
+        if resumes.superseded(lsn, seq):
             continue
         key = (name, _ctx_key(ctx))
         if name in check and not replay_id:

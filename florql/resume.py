@@ -16,11 +16,14 @@ import os
 import sys
 import time
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from florql import capture
 from florql.errors import BadInputError
 from florql.session import Session, _Loop
+
+if TYPE_CHECKING:
+    from florql_storage import Store
 
 
 class ResumeSession(Session):
@@ -99,7 +102,7 @@ class ResumeSession(Session):
         )
 
 
-def choose_checkpoint(store: Any, run_id: str) -> Any:
+def choose_checkpoint(store: Store, run_id: str) -> Any:
     """The run's last complete checkpoint, or None (then the run restarts, with a warning).
 
     A checkpoint missing a loop-carried variable (`incomplete`, florql/loopstate.py) cannot

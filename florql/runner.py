@@ -1,4 +1,4 @@
-"""Runs a training script as `__main__` in this interpreter, and runs replay tasks.
+"""Runs a training script as `__main__` in this interpreter.
 
 `run_script` behaves like `python SCRIPT ARGS`: the same `sys.argv`, `__name__ == "__main__"`,
 the script's folder first on `sys.path`, exit code from `SystemExit`, and an uncaught exception
@@ -17,13 +17,11 @@ __main__ ['--x']
 
 from __future__ import annotations
 
-import json
 import os
 import runpy
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Any
 
 from florql.errors import BadInputError, FlorqlError
 
@@ -125,61 +123,3 @@ def api_error(e: BaseException | None) -> str | None:
         if not path.startswith(_PACKAGE_DIR) and "runpy" not in path and "<frozen" not in path:
             where = f" ({os.path.basename(path)} line {lineno})"
     return f"{e}{where}"
-
-
-# --- replay tasks ------------------------------------------------------------------------------
-
-
-def run_task(task: dict[str, Any]) -> dict[str, Any]:
-    """Execute one replay task (docs/INTERFACES.md §3); write and return its result dict.
-
-    Raises BadInputError for a malformed task. A script error is reported in the result
-    (`error`) rather than raised.
-    """
-    from florql import session as session_mod
-    from florql.replay_session import ReplaySession
-
-    rs = ReplaySession(task)
-    rs.start()
-    session_mod.install(rs)
-    saved_cwd = os.getcwd()
-    folders = [task.get("cwd") or saved_cwd, *rs.extra_path()]
-    box, watch = _isolation(task, folders)
-    try:
-        os.chdir(task.get("cwd") or saved_cwd)
-        with box:
-            outcome = run_script(
-                task["script"], task.get("argv") or [task["script"]], rs.extra_path()
-            )
-    finally:
-        os.chdir(saved_cwd)
-        session_mod.install(None)
-    result = rs.finish(outcome.error)
-    result["warnings"] = [*result.get("warnings", []), *watch.warnings(task["run_id"])]
-    started = (rs.run_info.meta or {}).get("started_at")
-    if (result.get("fidelity") or {}).get("first_mismatch") and isinstance(started, (int, float)):
-        result["warnings"] += box.leftover_warnings(task["run_id"], started, folders)
-    path = task.get("result_path")
-    if path:
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(result, f)
-        os.replace(tmp, path)
-    return result
-
-
-def _isolation(task: dict[str, Any], folders: list[str]) -> tuple[Any, Any]:
-    """The sandbox the replayed script runs in (its file writes go to the task's `scratch`
-    folder, or a fresh temporary one), and a watch on the recorded run's folders that reports
-    what changed anyway (florql/replay/sandbox.py, fingerprint.py)."""
-    import tempfile
-
-    from florql.replay.fingerprint import Watch
-    from florql.replay.sandbox import Sandbox
-
-    scratch = task.get("scratch") or tempfile.mkdtemp(prefix="florql-scratch-")
-    store = os.path.abspath(task["store"])
-    own = [store, scratch]
-    if task.get("result_path"):
-        own.append(os.path.dirname(os.path.abspath(task["result_path"])))
-    return Sandbox(scratch, real=[store]), Watch(folders, exclude=own)

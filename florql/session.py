@@ -48,13 +48,12 @@ import traceback
 from types import FrameType
 from typing import Any
 
-from florql import capture, declared_args, loopstate, parsed_args, scriptvars, sources
+from florql import capture, config, declared_args, loopstate, parsed_args, scriptvars, sources
+from florql.declared_args import cast_override
 from florql.errors import BadInputError, FlorqlError, RecordError
-from florql.flusher import Flusher, buffer_capacity
+from florql.flusher import Flusher
+from florql.schema import LOOP, LOOP_END, RNG, STATE, VALUE
 from florql.values import check_name, is_utf8, to_loggable
-
-# Record kinds (florql_storage.kinds; repeated so importing florql needs no storage import).
-RUN_BEGIN, RUN_END, VALUE, LOOP, LOOP_END, RNG, STATE, RUN_RESUME = 1, 2, 3, 4, 5, 6, 7, 8
 
 FLUSH_SECONDS = 0.5
 # Every 61st florql.log call is timed, for the overhead line (a sample is cheap). Prime, so a
@@ -62,7 +61,6 @@ FLUSH_SECONDS = 0.5
 LOG_SAMPLE = 61
 _now = time.time
 _perf = time.perf_counter
-DEFAULT_STORE = ".florql"
 
 CURRENT: Session | NullSession | None = None
 _LOCK = threading.Lock()
@@ -89,11 +87,11 @@ def reset() -> None:
 
 
 def _default_session() -> Session | NullSession:
-    if os.environ.get("FLORQL_DISABLE") == "1":
+    if config.disabled():
         return NullSession()
     main = sys.modules.get("__main__")
     script = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv else "<stdin>")
-    store = os.environ.get("FLORQL_STORE") or DEFAULT_STORE
+    store = config.store()
     try:
         s = Session(store, script=os.path.abspath(script), argv=list(sys.argv))
         s.start()
@@ -170,34 +168,6 @@ class _Loop:
         self.inner_line = 0
 
 
-def cast_override(name: str, text: Any, default: Any) -> Any:
-    """Cast a `--arg` string to the type of `default`.
-
-    >>> cast_override("lr", "0.5", 1.0), cast_override("n", "3", 1), cast_override("f", "true", False)
-    (0.5, 3, True)
-    """
-    if not isinstance(text, str) or isinstance(default, str) or default is None:
-        return text
-    try:
-        if isinstance(default, bool):
-            low = text.lower()
-            if low in ("true", "1", "yes"):
-                return True
-            if low in ("false", "0", "no"):
-                return False
-            raise ValueError(text)
-        if isinstance(default, int):
-            return int(text)
-        if isinstance(default, float):
-            return float(text)
-    except ValueError:
-        raise BadInputError(
-            f"--arg {name}={text}: cannot convert to {type(default).__name__} "
-            f"(the default is {default!r})"
-        ) from None
-    return text
-
-
 class Session:
     """Records one run into a store. `start()` opens the store; `end()` closes the run.
 
@@ -260,7 +230,7 @@ class Session:
         # failed checkpoint flush never takes queued values with it (flusher invariant 1).
         self._drain_lock = threading.RLock()
         self._fs = fs
-        self.flusher = Flusher(self, interval=FLUSH_SECONDS, capacity=buffer_capacity())
+        self.flusher = Flusher(self, interval=FLUSH_SECONDS, capacity=config.buffer_records())
         self._abandoned: str | None = None  # why a florql bug stopped the recording
         self._final_stats: dict[str, Any] = {}
         self._names: set[str] = set()  # names already checked (the hot path checks once)

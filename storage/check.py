@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from .errors import UNREADABLE, CorruptionError, StoreError
 from .format import FRAME_HEADER, PAGE_HEADER, PAGE_MAGIC, segment_name
+from .index_checkpoint import load_index
 from .manifest import read_manifest
 from .pages import page_key, read_page_into
 from .records import Lost, Problem
-from .recovery import load_index, recover, settled_manifest
+from .recovery import recover, settled_manifest
 from .salvage import manifest_from_segments
 from .state import StoreState
 

@@ -12,6 +12,7 @@ import msgpack
 from . import kinds as K
 from .format import LOCK, LOG_DIR, segment_name
 from .frame import encode_payload
+from .index_checkpoint import remove_older, write_index
 from .manifest import Manifest, read_manifest, write_manifest
 from .recovery import redo
 from .segment import HEADER_SIZE, encode_header
@@ -52,9 +53,8 @@ def commit(store, packed: list) -> int:
                     )
                 state.apply(first + i, kind, body)
         if rolled or _due_for_index(store):
-            from .store import write_index
-
-            write_index(store)
+            store._manifest = write_index(fs, root, state, store._manifest)
+            remove_older(fs, root, store._manifest)
         return state.last_lsn
     finally:
         lock.release()

@@ -105,3 +105,11 @@ def unreadable(path: str, exc: OSError, what: str) -> CorruptionError:
         segment=path,
         offset=0,
     )
+
+
+def write_failed(root: str, exc: OSError) -> StoreError:
+    """The error for an I/O failure while writing: nothing it was writing was acknowledged."""
+    return StoreError(
+        f"could not write to the store at {root} ({exc.strerror or exc}); nothing since the last "
+        "successful flush was saved: check free disk space and permissions, then retry"
+    )

@@ -29,10 +29,12 @@ Invariants (DESIGN.md §3; tests cite them by number):
 
 State diagram of an open store:
 
-    absent --Store.open(create=True): init_store--> empty
-    on disk --Store.open: read_manifest, load_index, redo--> open (state as of the tail)
-    open --Store.refresh / LogWriter.flush (under the log lock): redo--> open (later tail)
-    open --LogWriter.flush finds a torn tail: truncate_torn_tail--> open (tail cut)
+    absent --Store.open(create=True): store._init_store--> empty
+    on disk --Store.open: read_manifest, index_checkpoint.load_index, redo--> open (as of the tail)
+    open --Store.refresh: redo--> open (later tail)
+    open --LogWriter.flush: committer.commit (log lock held): catch_up (redo), append, fsync,
+         every so often index_checkpoint.write_index--> open (later tail)
+    open --committer.catch_up finds a torn tail: fs.truncate--> open (tail cut)
     on disk, damaged --Store.open(allow_damage=True): recover(tolerate=True)--> open read-only
     on disk, damaged --repair.repair: quarantine, hole frames, rebuild--> on disk, clean
 """
@@ -42,41 +44,14 @@ from __future__ import annotations
 from operator import itemgetter
 from typing import Any
 
-from .errors import UNREADABLE, CorruptionError, StoreError, os_phrase, unreadable
-from .format import INDEX_MAGIC, segment_name
+from .errors import UNREADABLE, CorruptionError, os_phrase, unreadable
+from .format import segment_name
 from .frame import decode_entries, gc_paused
-from .manifest import Manifest, read_manifest, unseal
-from .records import Lost, Problem, Record
+from .index_checkpoint import load_index
+from .manifest import Manifest, read_manifest
+from .records import Lost, Record
 from .segment import HEADER_SIZE, FrameScanner, decode_header, encode_header, valid_frame_after
 from .state import StoreState
-
-
-def load_index(fs, root: str, manifest: Manifest, problems: list | None = None) -> StoreState:
-    """The state saved by the latest index checkpoint, or an empty state if none is usable.
-
-    A damaged index file is not fatal: the log holds everything, so recovery redoes it all.
-    """
-    idx = manifest.index
-    if not idx:
-        return StoreState()
-    path = f"{root}/{idx['file']}"
-    try:
-        body = unseal(INDEX_MAGIC, fs.read(path), path, "index checkpoint")
-        state = StoreState.from_body(body)
-        if state.tail_seg not in {s for s, _ in manifest.segments}:
-            raise ValueError("tail segment not in the manifest")
-        return state
-    except StoreError as exc:
-        # A "newer" index of a store whose MANIFEST this florql reads is a damaged header:
-        # the index is derived, so it is redone either way.
-        message = str(exc)
-    except UNREADABLE as exc:
-        message = f"index checkpoint {path} {os_phrase(exc)}; recovery redid the whole log"
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        message = f"index checkpoint {path} is unusable ({exc}); recovery redid the whole log"
-    if problems is not None:
-        problems.append(Problem("index", path, 0, idx.get("lsn"), message))
-    return StoreState()
 
 
 def decode_checked(frame, path: str, use_list: bool = True) -> Any:

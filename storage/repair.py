@@ -42,6 +42,7 @@ from .committer import catch_up
 from .errors import UNREADABLE, CorruptionError, StoreError
 from .format import LOCK, QUARANTINE_DIR, RUNS_DIR, segment_name
 from .frame import encode_hole, pack_entries
+from .index_checkpoint import remove_older, write_index
 from .losses import runs_hit
 from .manifest import Manifest, read_manifest, write_manifest
 from .realfs import RealFS
@@ -50,7 +51,7 @@ from .recovery import recover
 from .salvage import manifest_from_segments
 from .segment import HEADER_SIZE, FrameScanner, encode_header
 from .state import StoreState
-from .store import Store, write_index
+from .store import Store
 
 
 @dataclass
@@ -118,7 +119,8 @@ def repair(root: str, fs=None) -> RepairReport:
         lock = fs.lock(f"{root}/{LOCK}")
         try:  # step 5
             catch_up(store)
-            write_index(store)
+            store._manifest = write_index(fs, root, store._state, store._manifest)
+            remove_older(fs, root, store._manifest)
             report.index_rebuilt = True
         finally:
             lock.release()
@@ -310,4 +312,4 @@ def _drop_damaged_checkpoints(store, report: RepairReport) -> None:
                 )
                 break
     if entries:
-        store._commit([(entries, pack_entries(entries))])
+        store.commit([(entries, pack_entries(entries))])

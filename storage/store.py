@@ -14,21 +14,26 @@ looked, then assigns the next LSNs.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import posixpath
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 
-from .errors import UNREADABLE, BadInputError, CorruptionError, StoreError, unreadable
+from .errors import (
+    UNREADABLE,
+    BadInputError,
+    CorruptionError,
+    StoreError,
+    unreadable,
+    write_failed,
+)
 from .format import (
     DEFAULT_INDEX_INTERVAL,
     DEFAULT_INDEX_RECORDS,
     DEFAULT_PAGE_BYTES,
     DEFAULT_SEGMENT_BYTES,
     INDEX_DIR,
-    INDEX_MAGIC,
     LOCK,
     LOG_DIR,
     MANIFEST,
@@ -39,7 +44,7 @@ from .format import (
     segment_name,
 )
 from .fs import FileSystem, RealFS
-from .manifest import Manifest, read_manifest, seal, write_manifest
+from .manifest import Manifest, read_manifest, write_manifest
 from .records import CheckpointInfo, Lost, Problem, Record, RunInfo
 from .recovery import bodies_of, corruption, records_of, recover, redo
 from .salvage import manifest_from_segments
@@ -277,6 +282,17 @@ class Store:
             out[rid] = RunInfo(rid, begin, meta, status, end, last)
         return out
 
+    def run_end(self, run_id: str) -> tuple[bool, dict | None]:
+        """(whether `run_id` is in the store, its RUN_END body or None), as of the last refresh."""
+        with self._mutex:
+            run = self._state.runs.get(run_id)
+        return run is not None, None if run is None else run[2]
+
+    def stored_pages(self) -> dict:
+        """The page catalog (CRC -> page refs) a checkpoint writer deduplicates against."""
+        with self._mutex:
+            return self._state.pages
+
     def checkpoints(self, run_id: str | None = None) -> list[CheckpointInfo]:
         """Complete checkpoints (end record durable, invariant 4) in LSN order."""
         with self._mutex:
@@ -297,6 +313,22 @@ class Store:
                 return c
         return None
 
+    def _blobs_of(self, ckpt) -> tuple[str, CheckpointInfo, list]:
+        """(ckpt_id, info, [(raw_len, page refs)] per blob) of a complete checkpoint.
+
+        Raises:
+            BadInputError: no complete checkpoint has that id.
+        """
+        ckpt_id = ckpt if isinstance(ckpt, str) else ckpt.ckpt_id
+        with self._mutex:
+            blobs = self._state.ckpt_blobs.get(ckpt_id)
+            info = next((c for c in self._state.ckpts if c.ckpt_id == ckpt_id), None)
+        if blobs is None or info is None:
+            raise BadInputError(
+                f"checkpoint {ckpt_id!r} is not in the store; list them with store.checkpoints()"
+            )
+        return ckpt_id, info, blobs
+
     def load_checkpoint(self, ckpt, into=None) -> tuple[dict, list[memoryview]]:
         """(meta, blobs) exactly as written; each blob one buffer; CorruptionError on a bad page.
 
@@ -306,14 +338,7 @@ class Store:
         """
         from .pages import read_blob
 
-        ckpt_id = ckpt if isinstance(ckpt, str) else ckpt.ckpt_id
-        with self._mutex:
-            blobs = self._state.ckpt_blobs.get(ckpt_id)
-            info = next((c for c in self._state.ckpts if c.ckpt_id == ckpt_id), None)
-        if blobs is None or info is None:
-            raise BadInputError(
-                f"checkpoint {ckpt_id!r} is not in the store; list them with store.checkpoints()"
-            )
+        ckpt_id, info, blobs = self._blobs_of(ckpt)
         targets = list(into) if into is not None else [None] * len(blobs)
         if len(targets) != len(blobs):
             raise BadInputError(
@@ -333,14 +358,7 @@ class Store:
         """
         from .check import page_problem
 
-        ckpt_id = ckpt if isinstance(ckpt, str) else ckpt.ckpt_id
-        with self._mutex:
-            blobs = self._state.ckpt_blobs.get(ckpt_id)
-            info = next((c for c in self._state.ckpts if c.ckpt_id == ckpt_id), None)
-        if blobs is None or info is None:
-            raise BadInputError(
-                f"checkpoint {ckpt_id!r} is not in the store; list them with store.checkpoints()"
-            )
+        ckpt_id, info, blobs = self._blobs_of(ckpt)
         for _raw_len, refs in blobs:
             for ref in refs:
                 problem = page_problem(self.fs, self.root, ref, info)
@@ -377,8 +395,13 @@ class Store:
         self._writers.append(w)
         return w
 
-    def _commit(self, packed: list) -> int:
-        """Append packed batches as frames under the log lock, fsync, fold them into the state."""
+    def commit(self, packed: list) -> int:
+        """Append packed batches `[(entries, payload), ...]` as frames under the log lock,
+        fsync, fold them into the state; returns the last durable LSN. For `LogWriter.flush`.
+
+        Raises:
+            StoreError: an I/O error; nothing of `packed` was acknowledged.
+        """
         from .committer import commit
 
         with self._mutex:
@@ -404,14 +427,6 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self.root!r}, last_lsn={self.last_lsn})"
-
-
-def write_failed(root: str, exc: OSError) -> StoreError:
-    """The error for an I/O failure while writing: nothing it was writing was acknowledged."""
-    return StoreError(
-        f"could not write to the store at {root} ({exc.strerror or exc}); nothing since the last "
-        "successful flush was saved: check free disk space and permissions, then retry"
-    )
 
 
 def _check_path(fs: FileSystem, root: str, create: bool, allow_damage: bool = False) -> None:
@@ -514,25 +529,3 @@ def _init_locked(fs: FileSystem, root: str) -> None:
         raise StoreError(
             f"cannot create a store at {root} ({exc.strerror}); choose a writable folder for --store"
         ) from None
-
-
-def write_index(store: Store) -> None:
-    """Write an index checkpoint of the current state and point the MANIFEST at it (log lock held)."""
-    st = store._state
-    name = f"{INDEX_DIR}/{st.last_lsn:016x}.idx"
-    path = f"{store.root}/{name}"
-    store.fs.write_file(path, seal(INDEX_MAGIC, st.to_body()))
-    store.fs.fsync(path)
-    store.fs.fsync_dir(f"{store.root}/{INDEX_DIR}")
-    m = store._manifest
-    new = Manifest(
-        store_id=m.store_id,
-        segments=m.segments,
-        index={"file": name, "lsn": st.last_lsn, "seg_no": st.tail_seg, "offset": st.tail_off},
-    )
-    write_manifest(store.fs, store.root, new)
-    store._manifest = new
-    for old in store.fs.listdir(f"{store.root}/{INDEX_DIR}"):
-        if f"{INDEX_DIR}/{old}" != name:
-            with contextlib.suppress(FileNotFoundError):
-                store.fs.remove(f"{store.root}/{INDEX_DIR}/{old}")

@@ -28,7 +28,7 @@ import time
 import uuid
 
 from . import kinds as K
-from .errors import BadInputError, StoreError
+from .errors import BadInputError, StoreError, write_failed
 from .format import RUNS_DIR
 from .frame import check_packable, pack_entries
 from .pages import PageWriter
@@ -36,7 +36,7 @@ from .records import CheckpointInfo
 
 # Records per frame for plain appends: big enough that a frame amortizes its header and fsync,
 # small enough that a reader never holds a huge payload (about 1 MiB of typical values).
-FRAME_RECORDS = 16384
+MAX_FRAME_RECORDS = 16384
 
 
 def run_lock_path(root: str, run_id: str) -> str:
@@ -112,7 +112,7 @@ class LogWriter:
                     good = [] if atomic else [e for e in batch if _packs(e)]
                     if good:
                         packed.append((good, pack_entries(good)))
-            last = self._store._commit(packed)
+            last = self._store.commit(packed)
             if bad is not None:
                 raise bad
             return last
@@ -124,7 +124,7 @@ class LogWriter:
         self._check_run_id(run_id)
         _check_dict("run meta", meta)
         self._store.refresh()
-        if run_id in self._store._state.runs:
+        if self._store.run_end(run_id)[0]:
             raise BadInputError(
                 f"run {run_id!r} already exists in the store; choose a new run id or resume it"
             )
@@ -137,12 +137,12 @@ class LogWriter:
         self._check_run_id(run_id)
         _check_dict("resume body", body)
         self._store.refresh()
-        run = self._store._state.runs.get(run_id)
-        if run is None:
+        exists, end = self._store.run_end(run_id)
+        if not exists:
             raise BadInputError(f"run {run_id!r} is not in the store; list runs with `florql runs`")
-        if run[2] is not None:
+        if end is not None:
             raise BadInputError(
-                f"run {run_id!r} already ended ({run[2].get('status')}); only a crashed run can be resumed"
+                f"run {run_id!r} already ended ({end.get('status')}); only a crashed run can be resumed"
             )
         self._take_run_lock(run_id)
         self._append_internal(K.RUN_RESUME, {**body, "run_id": run_id})
@@ -187,13 +187,10 @@ class LogWriter:
         ckpt_id = "ck-" + uuid.uuid4().hex[:16]
         self._append_internal(K.CKPT_BEGIN, {"ckpt_id": ckpt_id, "run_id": run_id})
         self._store.refresh()  # learn pages other writers stored since, for dedup
-        with self._store._mutex:
-            known = self._store._state.pages
+        known = self._store.stored_pages()
         try:
             refs, stored = self._pages.write_blobs(blobs, known, self._store.page_bytes)
         except OSError as exc:
-            from .store import write_failed
-
             raise write_failed(self._store.root, exc) from exc
         raw = sum(r[0] for r in refs)
         seconds = time.perf_counter() - t0
@@ -258,7 +255,10 @@ def _batches(items: list, atomic_buffered: bool = True) -> list[tuple[list, bool
     """Cut buffered items into frame-sized (batch, atomic) pairs; an atomic group is never split."""
     if not atomic_buffered:
         # The common case, at C speed: plain records cut into frames by slicing.
-        return [(items[i : i + FRAME_RECORDS], False) for i in range(0, len(items), FRAME_RECORDS)]
+        return [
+            (items[i : i + MAX_FRAME_RECORDS], False)
+            for i in range(0, len(items), MAX_FRAME_RECORDS)
+        ]
     out: list[tuple[list, bool]] = []
     cur: list = []
     for item in items:
@@ -269,7 +269,7 @@ def _batches(items: list, atomic_buffered: bool = True) -> list[tuple[list, bool
             out.append((list(item), True))
         else:
             cur.append(item)
-            if len(cur) >= FRAME_RECORDS:
+            if len(cur) >= MAX_FRAME_RECORDS:
                 out.append((cur, False))
                 cur = []
     if cur:

@@ -14,15 +14,18 @@ One noun per module, in pipeline order:
 - `planner.py`: the least work for a selection: per-iteration steps (`skip_inner`,
   `silent_tail`, `execute`) cut into independent pieces and grouped into tasks;
 - `executor.py`: the worker pool (`sys.executable -m florql.replay.worker TASK.json`);
+- `messages.py`: the replay task and its result (dataclasses, one encoder and decoder each);
+- `task.py`: one task run in a worker (its script under `florql.replay_session`);
 - `sandbox.py`: where a worker runs the script: its file calls routed through `overlay.py` (a
   copy-on-write view with the writes in a scratch area), and `fingerprint.py`, the check that
   the run's folders did not change anyway;
 - `progress.py`: the progress bar;
-- `predicate.py`: `--where` text into a selection;
+- `selection.py`: which runs and loop iterations a query can select (`Selection`);
+- `predicate.py`: SQL predicates (`--where`, a query's WHERE) into a selection;
 - `request.py`: one request prepared (runs, splices, histories, plan) and `describe()`;
 - `hindsight.py`: `plan` and `ensure` (INTERFACES §4), fidelity and provenance records;
 - `commands.py`: `florql replay`.
 
-`worker.py` (the task entry point) and the task runtime (`florql.replay_session`) belong to
-the recording layer (INTERFACES §3).
+The SQL layer sits above this package (it calls `hindsight.ensure`); nothing here imports
+`florql.sql`. The task runtime (`florql.replay_session`) builds on the recording session.
 """

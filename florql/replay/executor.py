@@ -35,12 +35,11 @@ from typing import Any
 
 from florql.replay import warm as _warm
 
-WORKER_MODULE = "florql.replay.worker"
 STDERR_TAIL = 2000
 
 
 @dataclass
-class Outcome:
+class TaskOutcome:
     """What one task's worker did."""
 
     index: int
@@ -111,10 +110,10 @@ def run_tasks(
     workers: int,
     workdir: str,
     command: Sequence[str] | None = None,
-    on_poll: Callable[[list[Outcome]], None] | None = None,
+    on_poll: Callable[[list[TaskOutcome]], None] | None = None,
     poll_seconds: float = 0.02,
     env: dict[str, str] | None = None,
-) -> list[Outcome]:
+) -> list[TaskOutcome]:
     """Run every task, `workers` at a time; return their outcomes in task order.
 
     Args:
@@ -126,12 +125,12 @@ def run_tasks(
         on_poll: called with the finished outcomes so far, about every `poll_seconds`.
     """
     warm = [command is None and _warm.enabled()]  # cleared when no server can be had
-    cmd = list(command) if command else [sys.executable, "-m", WORKER_MODULE]
+    cmd = list(command) if command else [sys.executable, "-m", _warm.WORKER_MODULE]
     gpus = visible_gpu_ids()
     free = list(range(max(1, workers)))  # worker slots; slot k uses GPU k when there are several
     pending = list(enumerate(tasks))
-    running: list[tuple[Any, Outcome, float, Any, int]] = []  # Popen or warm.WarmProcess
-    done: list[Outcome] = []
+    running: list[tuple[Any, TaskOutcome, float, Any, int]] = []  # Popen or warm.WarmProcess
+    done: list[TaskOutcome] = []
     try:
         while pending or running:
             while pending and free:
@@ -167,7 +166,7 @@ def _start(
     workdir: str,
     env: dict[str, str] | None,
     warm: list[bool],
-) -> tuple[Any, Outcome, float, Any]:
+) -> tuple[Any, TaskOutcome, float, Any]:
     task.setdefault("result_path", os.path.join(workdir, f"result-{i}.json"))
     task.setdefault("scratch", os.path.join(workdir, f"scratch-{i}"))  # florql/replay/sandbox.py
     path = os.path.join(workdir, f"task-{i}.json")
@@ -178,7 +177,7 @@ def _start(
     if warm[0]:
         try:
             warm_proc = _warm.start_task([path], task.get("cwd"), worker_env(env), log)
-            return warm_proc, Outcome(i, task), time.monotonic(), err
+            return warm_proc, TaskOutcome(i, task), time.monotonic(), err
         except OSError as e:  # no warm server: a fresh interpreter does the same, slower
             print(f"florql: note: warm replay workers unavailable ({e})", file=sys.stderr)
             warm[0] = False
@@ -190,7 +189,7 @@ def _start(
         cwd=task.get("cwd") or None,
         env=worker_env(env),
     )
-    return proc, Outcome(i, task), time.monotonic(), err
+    return proc, TaskOutcome(i, task), time.monotonic(), err
 
 
 def warm_server_running(env: dict[str, str] | None = None) -> bool:
@@ -202,16 +201,14 @@ def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a worker: the caller's, with florql's own import root first on
     PYTHONPATH so the worker imports the same florql as this process (also from a source
     checkout that is not installed)."""
-    import florql
-
-    root = os.path.dirname(os.path.abspath(list(florql.__path__)[0]))
+    root = os.path.dirname(_warm.FLORQL_DIR)
     env = {**os.environ, **(extra or {})}
     parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in parts if p != root]])
     return env
 
 
-def _finish(proc: Any, out: Outcome, t0: float, err: Any) -> Outcome:
+def _finish(proc: Any, out: TaskOutcome, t0: float, err: Any) -> TaskOutcome:
     out.returncode = proc.returncode
     out.seconds = time.monotonic() - t0
     err.seek(0)

@@ -23,14 +23,17 @@ checkpoint c2 of run r1 (iteration 2) is damaged (page_checksum in p.pg at offse
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from florql.replay import planner
 from florql.replay.history import RunHistory
 
+if TYPE_CHECKING:
+    from florql_storage import Store
+
 
 def plan_around_damage(
-    store: Any,
+    store: Store,
     wants: Iterable[tuple[RunHistory, set[str], str, set[int]]],
     admits: Callable[[str, dict[str, Any]], bool],
     workers: int,
@@ -55,7 +58,7 @@ def plan_around_damage(
             notes.append(_drop(histories[run_id], ck, str(verdict[ck])))
 
 
-def _damage(store: Any, ckpt_id: str, verdict: dict[str, str | None]) -> str | None:
+def _damage(store: Store, ckpt_id: str, verdict: dict[str, str | None]) -> str | None:
     if ckpt_id not in verdict:
         problem = store.verify_checkpoint(ckpt_id)
         verdict[ckpt_id] = None if problem is None else _reason(problem)

@@ -34,11 +34,13 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from florql.errors import BadInputError, ReplayError
+from florql import config, schema
+from florql.errors import ReplayError
 from florql.replay import code_diff, executor, history, planner, trust
 from florql.replay.lease import Leases, plan_under_leases
+from florql.replay.messages import ReplayTask, TaskResult
 from florql.replay.progress import Progress
 from florql.replay.request import (
     HindsightPlan,
@@ -50,6 +52,9 @@ from florql.replay.request import (
     two_passes,
 )
 from florql.replay.workdir import Workdir
+
+if TYPE_CHECKING:
+    from florql_storage import Store
 
 __all__ = ["HindsightPlan", "Report", "current_sources", "discover", "ensure", "plan", "prepare"]
 
@@ -176,7 +181,7 @@ def ensure(
 
     t0 = time.monotonic()
     if tolerance is None:
-        tolerance = _env_tolerance()
+        tolerance = config.replay_tolerance()
     store_path = os.path.abspath(store_path)
     store = Store.open(store_path, create=False)
     leases = Leases(store.fs, store.root)  # held until REPLAY_END is written (lease.py)
@@ -292,7 +297,7 @@ def _merged(a: Report, b: Report) -> Report:
 
 
 def _execute(
-    store: Any,
+    store: Store,
     store_path: str,
     hp: HindsightPlan,
     report: Report,
@@ -314,14 +319,14 @@ def _execute(
 
 def _run_in(
     workdir: str,
-    store: Any,
+    store: Store,
     store_path: str,
     hp: HindsightPlan,
     report: Report,
     progress: bool,
     tolerance: float,
     worker_command: Sequence[str] | None,
-) -> list[executor.Outcome]:
+) -> list[executor.TaskOutcome]:
     writer = store.writer()
     tasks: list[dict[str, Any]] = []
     replay_ids: dict[str, str] = {}
@@ -332,7 +337,7 @@ def _run_in(
             script_path = _write_sources(workdir, rp.run_id, job)
             produces = sorted({i for t in rp.tasks for i in t.produces})
             writer.append(
-                history.REPLAY_BEGIN,
+                schema.REPLAY_BEGIN,
                 {
                     "replay_id": rid,
                     "run_id": rp.run_id,
@@ -350,7 +355,7 @@ def _run_in(
         bar = Progress(total, hp.plan.estimate_seconds(), enabled=_progress_wanted(progress))
         counter = _LiveCount(store, set(replay_ids.values())) if bar.enabled else None
 
-        def poll(done: list[executor.Outcome]) -> None:
+        def poll(done: list[executor.TaskOutcome]) -> None:
             if counter is not None:
                 bar.update(counter.count())
 
@@ -373,10 +378,10 @@ def _finish(
     writer: Any,
     hp: HindsightPlan,
     replay_ids: dict[str, str],
-    outcomes: list[executor.Outcome],
+    outcomes: list[executor.TaskOutcome],
     report: Report,
     stored_since: _StoredSince,
-) -> list[executor.Outcome]:
+) -> list[executor.TaskOutcome]:
     failures = []
     for rp in hp.plan.runs:
         rid = replay_ids[rp.run_id]
@@ -385,12 +390,13 @@ def _finish(
         stored: set[int] = set()
         executed: set[int] = set()
         for o in mine:
-            f = o.result.get("fidelity") or {}
-            fid["checked"] += int(f.get("checked", 0))
-            fid["matched"] += int(f.get("matched", 0))
-            if fid["first_mismatch"] is None and f.get("first_mismatch"):
+            res = TaskResult.from_json(o.result)
+            f = res.fidelity
+            fid["checked"] += int(f["checked"] or 0)
+            fid["matched"] += int(f["matched"] or 0)
+            if fid["first_mismatch"] is None and f["first_mismatch"]:
                 fid["first_mismatch"] = f["first_mismatch"]
-            ran = [int(i) for i in o.result.get("executed", [])]
+            ran = res.executed
             producing = {s["iteration"] for s in o.task["steps"] if s["action"] != "silent_tail"}
             stored |= producing & set(ran)
             if o.ok and o.task.get("run_to_end"):
@@ -398,13 +404,11 @@ def _finish(
             executed |= {s["iteration"] for s in o.task["steps"] if s["action"] == "execute"} & set(
                 ran
             )
-            report.replayed_values += int(o.result.get("values", 0))
-            report.conflicts += int(o.result.get("conflicts", 0))
-            report.inner_iterations += int(o.result.get("inner_iterations", 0))
+            report.replayed_values += res.values
+            report.conflicts += res.conflicts
+            report.inner_iterations += res.inner_iterations
             # parallel workers may each see the same thing (a file changed under all of them)
-            report.warnings += [
-                str(w) for w in o.result.get("warnings", []) if str(w) not in report.warnings
-            ]
+            report.warnings += [w for w in res.warnings if w not in report.warnings]
             if not o.ok:
                 failures.append(o)
         status = "finished" if all(o.ok for o in mine) else "failed"
@@ -413,7 +417,7 @@ def _finish(
             # one atomic frame), so a retry neither repeats nor misses any.
             stored = stored_since.iterations(rid)
         writer.append(
-            history.REPLAY_END,
+            schema.REPLAY_END,
             {
                 "replay_id": rid,
                 "run_id": rp.run_id,
@@ -486,20 +490,20 @@ def _task_json(
     meta = job.history.meta
     argv = list(meta.get("argv") or [script])
     argv[0] = script
-    return {
-        "replay_id": replay_id,
-        "run_id": job.history.run_id,
-        "store": store_path,
-        "script": script,
-        "cwd": meta.get("cwd") or os.path.dirname(script),
-        "argv": argv,
-        "args": dict(meta.get("args") or {}),
-        "steps": [s.to_json() for s in t.steps],
-        "run_to_end": t.run_to_end,
-        "new_names": sorted(job.names),
-        "check_names": sorted(job.check_names),
-        "tolerance": tol,
-    }
+    return ReplayTask(
+        replay_id=replay_id,
+        run_id=job.history.run_id,
+        store=store_path,
+        script=script,
+        cwd=meta.get("cwd") or os.path.dirname(script),
+        argv=argv,
+        args=dict(meta.get("args") or {}),
+        steps=[s.to_json() for s in t.steps],
+        run_to_end=t.run_to_end,
+        new_names=sorted(job.names),
+        check_names=sorted(job.check_names),
+        tolerance=tol,
+    ).to_json()
 
 
 def _write_sources(workdir: str, run_id: str, job: RunJob) -> str:
@@ -519,25 +523,10 @@ def _write_sources(workdir: str, run_id: str, job: RunJob) -> str:
 
 def _progress_wanted(progress: bool) -> bool | None:
     """`FLORQL_PROGRESS=1` forces the bar, `=0` hides it; otherwise only on a terminal."""
-    forced = os.environ.get("FLORQL_PROGRESS", "").strip()
-    if forced in ("0", "1"):
-        return forced == "1"
+    forced = config.progress_forced()
+    if forced is not None:
+        return forced
     return None if progress else False
-
-
-def _env_tolerance() -> float:
-    text = os.environ.get("FLORQL_REPLAY_TOLERANCE", "").strip()
-    if not text:
-        return 0.0
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise BadInputError(
-            f"FLORQL_REPLAY_TOLERANCE={text!r} must be a number >= 0 (e.g. 1e-6); unset it for exact checks"
-        )
-    return value
 
 
 def _replay_id() -> str:
@@ -547,24 +536,23 @@ def _replay_id() -> str:
 class _StoredSince:
     """Iterations each replay stored since an LSN, read back from the store."""
 
-    def __init__(self, store: Any, lsn: int) -> None:
+    def __init__(self, store: Store, lsn: int) -> None:
         self.store = store
         self.lsn = lsn
 
     def iterations(self, replay_id: str) -> set[int]:
         self.store.refresh()
         out: set[int] = set()
-        for rec in self.store.scan(from_lsn=self.lsn + 1, kinds=[history.VALUE]):
-            b = rec.body
-            if len(b) > 6 and b[6] == replay_id:
-                out.add(int(b[4][0][1]) if b[4] else history.AFTER_LOOP)
+        for rec in self.store.scan(from_lsn=self.lsn + 1, kinds=[schema.VALUE]):
+            if schema.replay_id_of(rec.body) == replay_id:
+                out.add(schema.outer_iteration(rec.body[schema.CTX], history.AFTER_LOOP))
         return out
 
 
 class _LiveCount:
     """Counts iterations stored so far by the given replays, reading only new records."""
 
-    def __init__(self, store: Any, replay_ids: set[str]) -> None:
+    def __init__(self, store: Store, replay_ids: set[str]) -> None:
         self.store = store
         self.ids = replay_ids
         self.lsn = store.last_lsn
@@ -572,12 +560,12 @@ class _LiveCount:
 
     def count(self) -> int:
         self.store.refresh()
-        for rec in self.store.scan(from_lsn=self.lsn + 1, kinds=[history.VALUE]):
+        for rec in self.store.scan(from_lsn=self.lsn + 1, kinds=[schema.VALUE]):
             self.lsn = rec.lsn
-            b = rec.body
-            if len(b) > 6 and b[6] in self.ids:
-                ctx = b[4]
-                self.seen.add((b[6], int(ctx[0][1]) if ctx else history.AFTER_LOOP))
+            replay_id = schema.replay_id_of(rec.body)
+            if replay_id in self.ids:
+                iteration = schema.outer_iteration(rec.body[schema.CTX], history.AFTER_LOOP)
+                self.seen.add((replay_id, iteration))
         return len(self.seen)
 
 
@@ -600,6 +588,5 @@ def _other_edits_warning(hp: HindsightPlan) -> str:
 
 def _announce_if_foreign(store_path: str) -> None:
     """Before the first replay of a store made of another user's files: say what runs."""
-    from florql.sql.persist import cache_dir
-
-    trust.announce_foreign_store(store_path, os.path.join(cache_dir(), "foreign-stores-seen"))
+    seen = os.path.join(config.cache_dir(), "foreign-stores-seen")
+    trust.announce_foreign_store(store_path, seen)

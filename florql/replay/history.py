@@ -25,8 +25,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-# Record kinds (florql_storage.kinds), repeated so this module stays importable on its own.
-RUN_END, VALUE, LOOP, LOOP_END, RUN_RESUME, REPLAY_BEGIN, REPLAY_END = 2, 3, 4, 5, 8, 9, 10
+from florql import schema
+from florql.schema import LOOP, LOOP_END, REPLAY_BEGIN, REPLAY_END, RUN_END
+
 AFTER_LOOP = -1  # the "iteration" of values logged after the outer loop ended
 
 
@@ -230,7 +231,6 @@ def settle_unfinished(history: RunHistory, values: Iterable[list[Any]]) -> None:
     if not open_ids:
         return
     for body in values:
-        r = open_ids.get(body[6] if len(body) > 6 else "")
+        r = open_ids.get(schema.replay_id_of(body))
         if r is not None:
-            ctx = body[4]
-            r.iterations.add(int(ctx[0][1]) if ctx else AFTER_LOOP)
+            r.iterations.add(schema.outer_iteration(body[schema.CTX], AFTER_LOOP))

@@ -28,9 +28,12 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from florql_storage.format import RUNS_DIR
+
+if TYPE_CHECKING:
+    from florql_storage import Store
 
 FOLDER = RUNS_DIR  # beside the runs' liveness locks: a store holds no folder it does not know
 Pair = tuple[str, str]  # (run id, variable name)
@@ -85,7 +88,7 @@ class Leases:
 
 
 def plan_under_leases(
-    store: Any, leases: Leases, make: Callable[[], P], needs: Callable[[P], Iterable[Pair]]
+    store: Store, leases: Leases, make: Callable[[], P], needs: Callable[[P], Iterable[Pair]]
 ) -> P:
     """`make()` a plan whose every (run, name) in `needs(plan)` this request holds, and that
     was made after the last replay of those pairs by anyone else ended."""

@@ -1,9 +1,10 @@
-"""`florql replay --where PRED`: a SQL boolean predicate on loop columns and `run_id`.
+"""SQL predicates on loop columns and `run_id`, translated into `Selection` nodes (selection.py).
 
-Parsed with sqlglot (DuckDB dialect) and translated into the SQL layer's `Selection` nodes
-(`florql.sql.selection`), so `--where` and a query's WHERE clause select iterations the same
-way. Any part that is not a comparison, IN or BETWEEN of a column with literals (a function
-call, arithmetic) is `Unknown`: it admits everything, which only ever replays more.
+One translation serves `florql replay --where PRED` (`parse_where`) and a query's WHERE and
+JOIN ON clauses (`florql.sql.analysis`, through `translate`), so both select iterations the
+same way. Any part that is not a comparison, IN or BETWEEN of a loop column with literals (a
+function call, arithmetic, a logged value) is `Unknown`: it admits everything, which only ever
+replays more.
 
 >>> s = parse_where("epoch > 5 AND run_id IN ('a', 'b')")
 >>> s.admits("a", {"epoch": 6}), s.admits("a", {"epoch": 5}), s.admits("c", {"epoch": 9})
@@ -17,12 +18,27 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from sqlglot import exp
+
 from florql.errors import BadInputError
-from florql.sql import selection as sel
-from florql.sql.analysis import NOT_LITERAL as _NO
-from florql.sql.analysis import literal as _literal
+from florql.replay import selection as sel
+
+DIALECT = "duckdb"
+# Which loop column (or `run_id`) a column node stands for, or None when it is none of them.
+ColumnOf = Callable[[exp.Expr], "str | None"]
+
+_COMPARE: dict[type, str] = {
+    exp.EQ: "=",
+    exp.NEQ: "<>",
+    exp.LT: "<",
+    exp.LTE: "<=",
+    exp.GT: ">",
+    exp.GTE: ">=",
+}
+_FLIP = {"=": "=", "<>": "<>", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 
 def parse_where(text: str | None) -> sel.Selection:
@@ -34,10 +50,9 @@ def parse_where(text: str | None) -> sel.Selection:
     if not text or not text.strip():
         return sel.Always()
     import sqlglot
-    from sqlglot import exp
 
     try:
-        tree = sqlglot.parse_one(f"SELECT 1 WHERE {text}", dialect="duckdb")
+        tree = sqlglot.parse_one(f"SELECT 1 WHERE {text}", dialect=DIALECT)
     except sqlglot.errors.ParseError as e:
         raise BadInputError(
             f"--where {text!r} is not a SQL predicate ({str(e).splitlines()[0]}); "
@@ -46,41 +61,80 @@ def parse_where(text: str | None) -> sel.Selection:
     where = tree.args.get("where")
     if not isinstance(where, exp.Where):
         raise BadInputError(f"--where {text!r} is not a SQL predicate; write e.g. 'epoch > 5'")
-    return _translate(where.this)
+    return translate(where.this, _by_name)
 
 
-def _translate(node: Any) -> sel.Selection:
-    from sqlglot import exp
+def _by_name(node: exp.Expr) -> str | None:
+    """`--where` names columns bare: every column is taken for a loop column or `run_id`."""
+    return node.name if isinstance(node, exp.Column) else None
 
+
+def translate(node: exp.Expr, column_of: ColumnOf) -> sel.Selection:
+    """The selection predicate `node` imposes; `column_of` tells which columns are loop columns.
+
+    Anything not about those columns is `Unknown` (admits everything)."""
     if isinstance(node, exp.Paren):
-        return _translate(node.this)
+        return translate(node.this, column_of)
     if isinstance(node, exp.Boolean):
         return sel.Always() if node.this else sel.Never()
     if isinstance(node, exp.And):
-        return sel.And([_translate(node.left), _translate(node.right)])
+        return sel.And([translate(p, column_of) for p in (node.left, node.right)])
     if isinstance(node, exp.Or):
-        return sel.Or([_translate(node.left), _translate(node.right)])
+        return sel.Or([translate(p, column_of) for p in (node.left, node.right)])
     if isinstance(node, exp.Not):
-        return sel.Not(_translate(node.this))
-    compare = {exp.EQ: "=", exp.NEQ: "<>", exp.LT: "<", exp.LTE: "<=", exp.GT: ">", exp.GTE: ">="}
-    flip = {"=": "=", "<>": "<>", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
-    if type(node) in compare:
-        op = compare[type(node)]
-        if isinstance(node.this, exp.Column) and _literal(node.expression) is not _NO:
-            return sel.Compare(node.this.name, op, _literal(node.expression))
-        if isinstance(node.expression, exp.Column) and _literal(node.this) is not _NO:
-            return sel.Compare(node.expression.name, flip[op], _literal(node.this))
-    if isinstance(node, exp.Between) and isinstance(node.this, exp.Column):
-        low, high = _literal(node.args.get("low")), _literal(node.args.get("high"))
-        if low is not _NO and high is not _NO:
-            column = node.this.name
+        return sel.Not(translate(node.this, column_of))
+    unknown = sel.Unknown(node.sql(dialect=DIALECT))
+    if type(node) in _COMPARE:
+        return _comparison(node, column_of) or unknown
+    if isinstance(node, exp.Between):
+        column = column_of(node.this)
+        low, high = literal(node.args.get("low")), literal(node.args.get("high"))
+        if column and low is not _NO and high is not _NO:
             return sel.And([sel.Compare(column, ">=", low), sel.Compare(column, "<=", high)])
-    if (
-        isinstance(node, exp.In)
-        and isinstance(node.this, exp.Column)
-        and not node.args.get("query")
-    ):
-        values = [_literal(v) for v in node.expressions]
-        if values and all(v is not _NO for v in values):
-            return sel.InList(node.this.name, values)
-    return sel.Unknown(node.sql(dialect="duckdb"))
+        return unknown
+    if isinstance(node, exp.In) and not node.args.get("query"):
+        column = column_of(node.this)
+        values = [literal(v) for v in node.expressions]
+        if column and values and all(v is not _NO for v in values):
+            return sel.InList(column, values)
+    return unknown
+
+
+def _comparison(node: exp.Expr, column_of: ColumnOf) -> sel.Selection | None:
+    op = _COMPARE[type(node)]
+    left, right = node.this, node.expression
+    column = column_of(left)
+    value = literal(right)
+    if column is None or value is _NO:
+        column, value, op = column_of(right), literal(left), _FLIP[op]
+    if column is None or value is _NO:
+        return None
+    return sel.Compare(column, op, value)
+
+
+NOT_LITERAL = _NO = object()
+
+
+def literal(node: Any) -> Any:
+    """The Python value of a SQL literal (`5`, `-2.5`, `'a'`, `CAST(5 AS INT)`), else NOT_LITERAL.
+
+    >>> from sqlglot import parse_one
+    >>> literal(parse_one("-3")), literal(parse_one("'r1'")), literal(parse_one("x")) is NOT_LITERAL
+    (-3, 'r1', True)
+    """
+    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
+        value = literal(node.this)
+        return _NO if value is _NO else -value
+    if isinstance(node, exp.Cast):
+        return literal(node.this)
+    if not isinstance(node, exp.Literal):
+        return _NO
+    if node.is_string:
+        return node.this
+    try:
+        return int(node.this)
+    except ValueError:
+        try:
+            return float(node.this)
+        except ValueError:
+            return _NO

@@ -14,19 +14,23 @@ import os
 import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from florql import schema
 from florql.errors import BadInputError, ReplayError
 from florql.replay import executor, fallback, history, planner
 from florql.replay.splicer import Splice, splice
 from florql.replay.syntax import free_names, logged_names
 
+if TYPE_CHECKING:
+    from florql_storage import Store
+
 _HISTORY_KINDS = [
-    history.LOOP,
-    history.LOOP_END,
-    history.RUN_END,
-    history.REPLAY_BEGIN,
-    history.REPLAY_END,
+    schema.LOOP,
+    schema.LOOP_END,
+    schema.RUN_END,
+    schema.REPLAY_BEGIN,
+    schema.REPLAY_END,
 ]
 
 
@@ -126,7 +130,7 @@ class HindsightPlan:
 
 
 def prepare(
-    store: Any,
+    store: Store,
     names: Iterable[str],
     selection: Any,
     workers: int | None,
@@ -260,7 +264,7 @@ def _mentioned(
 
 
 def two_passes(
-    store: Any, names: Iterable[str], selection: Any, workers: int | None, **kw: Any
+    store: Store, names: Iterable[str], selection: Any, workers: int | None, **kw: Any
 ) -> tuple[HindsightPlan, set[str]]:
     """`prepare`, but when some runs log wanted names both inside the outer loop and after it,
     the plan of the names inside it, and the names after it (for a second request once the
@@ -319,7 +323,9 @@ def chosen_runs(infos: dict[str, Any], runs: Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(runs))
 
 
-def _histories(store: Any, ids: list[str], infos: dict[str, Any]) -> dict[str, history.RunHistory]:
+def _histories(
+    store: Store, ids: list[str], infos: dict[str, Any]
+) -> dict[str, history.RunHistory]:
     wanted = set(ids)
     if not wanted:
         return {}
@@ -334,7 +340,7 @@ def _histories(store: Any, ids: list[str], infos: dict[str, Any]) -> dict[str, h
         info = infos[rid]
         h = history.from_records(rid, info.meta or {}, recs[rid], cks, info.end)
         if any(r.status is None for r in h.replays):
-            bodies = (r.body for r in store.scan(kinds=[history.VALUE], run_id=rid))
+            bodies = (r.body for r in store.scan(kinds=[schema.VALUE], run_id=rid))
             history.settle_unfinished(h, bodies)
         out[rid] = h
     return out

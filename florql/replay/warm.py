@@ -56,21 +56,22 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from florql import config
 from florql.replay.private_dir import PrivateDir, not_private, peer_is_me
 
-DEFAULT_IDLE_SECONDS = 300.0
 READY_TIMEOUT = 120.0  # a cold server imports torch; on a loaded machine that can take long
 SERVER_MODULE = "florql.replay.warm"
+# The florql package folder (found from this file: importing `florql` here would point up).
+FLORQL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER_MODULE = "florql.replay.worker"
-PRELOAD = ("torch", "torch._dynamo", "numpy", "florql.replay.worker", "florql.replay_session")
+PRELOAD = ("torch", "torch._dynamo", "numpy", "florql.replay.worker", "florql.replay.task")
+_SPAWNED: list[subprocess.Popen] = []  # servers this process started: kept, reaped when done
 # Differ between two commands of one shell, or are florql's runtime settings (read when used,
 # never at import): not part of the server's identity.
-_SPAWNED: list[subprocess.Popen] = []  # servers this process started: kept, reaped when done
 # CUDA_VISIBLE_DEVICES is read when CUDA starts, which only ever happens in a child (the server
 # checks that it never started CUDA itself), so the workers of one replay, one per GPU, share a
 # server.
@@ -78,28 +79,17 @@ VOLATILE_ENV = {"PWD", "OLDPWD", "SHLVL", "_", "PYTEST_CURRENT_TEST", "COLUMNS",
                 "CUDA_VISIBLE_DEVICES"}  # fmt: skip
 
 
-def idle_seconds() -> float:
-    """`FLORQL_WARM_SECONDS`, or the default; 0 means warm workers are off."""
-    text = os.environ.get("FLORQL_WARM_SECONDS", "").strip()
-    try:
-        return max(0.0, float(text)) if text else DEFAULT_IDLE_SECONDS
-    except ValueError:
-        return DEFAULT_IDLE_SECONDS
-
-
 def enabled() -> bool:
-    return sys.platform.startswith("linux") and idle_seconds() > 0
+    return sys.platform.startswith("linux") and config.warm_seconds() > 0
 
 
 def server_key(env: dict[str, str]) -> str:
     """Identity of a server that may run tasks for a caller with environment `env`."""
     import florql_storage
 
-    import florql
-
     # The interpreter (`python` and `python3` in one venv are the same) and its environment.
     h = hashlib.sha256(f"{os.path.realpath(sys.executable)}\0{sys.prefix}".encode())
-    packages = [*florql.__path__, os.path.dirname(os.path.abspath(florql_storage.__file__))]
+    packages = [FLORQL_DIR, os.path.dirname(os.path.abspath(florql_storage.__file__))]
     for package in sorted({os.path.abspath(p) for p in packages}):
         for dirpath, _dirs, files in sorted(os.walk(package)):
             for name in sorted(files):
@@ -115,21 +105,15 @@ def server_key(env: dict[str, str]) -> str:
 def socket_dir() -> str:
     """`FLORQL_WARM_DIR`, else `florql-warm-UID` in the temp folder; created private to the
     user and checked (OSError when it is a link, another user's or open to others)."""
-    path = _folder_path()
+    path = config.warm_dir()
     PrivateDir.open(path).close()
     return path
-
-
-def _folder_path() -> str:
-    return os.environ.get("FLORQL_WARM_DIR") or os.path.join(
-        tempfile.gettempdir(), f"florql-warm-{os.getuid()}"
-    )
 
 
 def stop_servers(folder: str | None = None) -> int:
     """Ask every warm server in `folder` (default: this user's) to exit; returns how many."""
     stopped = 0
-    path = folder or _folder_path()
+    path = folder or config.warm_dir()
     try:
         private = PrivateDir.open(path) if os.path.lexists(path) else None
     except OSError:
@@ -228,7 +212,7 @@ class WarmProcess:
 def running(env: dict[str, str]) -> bool:
     """Whether a warm server for `env` is listening (asks nothing of it)."""
     try:
-        folder = PrivateDir.open(_folder_path())
+        folder = PrivateDir.open(config.warm_dir())
     except OSError:
         return False
     try:
@@ -254,7 +238,7 @@ def start_task(
     starting the server when none runs. Raises OSError when no server can be reached (the
     caller then starts a fresh process)."""
     name = f"{server_key(env)}.sock"
-    folder = PrivateDir.open(_folder_path())
+    folder = PrivateDir.open(config.warm_dir())
     try:
         conn = _connect(folder, name)
         if conn is None:
@@ -308,7 +292,7 @@ def _spawn_and_connect(folder: PrivateDir, name: str, env: dict[str, str]) -> so
         if sys.stderr.isatty():  # a few quiet seconds otherwise
             print(
                 "florql: starting a warm replay server (it imports torch once, then stays up "
-                f"{idle_seconds():.0f} s after the last replay)",
+                f"{config.warm_seconds():.0f} s after the last replay)",
                 file=sys.stderr,
             )
         return _start_server(folder, name, env)
@@ -321,7 +305,7 @@ def _start_server(folder: PrivateDir, name: str, env: dict[str, str]) -> socket.
     log = folder.open_file(name + ".log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:  # the server inherits the checked folder's descriptor: it never resolves the path
         proc = subprocess.Popen(
-            [sys.executable, "-m", SERVER_MODULE, str(folder.fd), name, repr(idle_seconds())],
+            [sys.executable, "-m", SERVER_MODULE, str(folder.fd), name, repr(config.warm_seconds())],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env=env, cwd="/", start_new_session=True, pass_fds=(folder.fd,),
         )  # fmt: skip

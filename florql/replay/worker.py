@@ -1,6 +1,6 @@
 """Replay worker entry point: `python -m florql.replay.worker TASK.json`.
 
-Reads one replay task (docs/INTERFACES.md §3), executes it with `florql.runner.run_task` and
+Reads one replay task (docs/INTERFACES.md §3), executes it with `florql.replay.task.run_task` and
 writes the result file the task names. Exit code 0 when the task completed, 1 when the script
 failed (the result holds `error`), 2 for an unreadable or malformed task.
 """
@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: python -m florql.replay.worker TASK.json", file=sys.stderr)
         return 2
     from florql.errors import FlorqlError
-    from florql.runner import run_task
+    from florql.replay.task import run_task
 
     try:
         with open(args[0], encoding="utf-8") as f:

@@ -1,7 +1,7 @@
 """The SQL layer: `florql query`, `florql explain`, `florql.connect().sql()` over DuckDB.
 
 Pipeline, one module per step: `statement` (parse) -> `safety` (refuse writes and file access)
--> `analysis` (variables, missing names, selection; `selection`, `catalog`) -> `missing`
+-> `analysis` (variables, missing names, selection; `catalog`, `florql.replay.selection`) -> `missing`
 (hindsight replay or a did-you-mean error) -> `cache` (the store's records in DuckDB, refreshed
 incrementally via Arrow) -> `views` (logs, records, runs, checkpoints) -> `connection`
 (the DuckDB-shaped API) -> `format` (table, csv, json) and `commands` (CLI handlers).

@@ -8,7 +8,7 @@ read-only query (`safety.py`), and returns an `Analysis`:
   `WHERE name = '...'` / `name IN (...)` filter asks for on `records` (`names_in_records`);
 - `missing`: those no run logged (hindsight candidates);
 - `named`: those the query spells out rather than reaching only through `SELECT *`;
-- `selection`: a `Selection` (see `selection.py`) of the runs and loop values the query can
+- `selection`: a `Selection` (see `florql/replay/selection.py`) of the runs and loop values the query can
   select, from the WHERE and JOIN ON predicates on `run_id` and loop columns, after sqlglot
   pushed predicates down through subqueries and CTEs where that is sound.
 
@@ -42,7 +42,8 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from florql.errors import QueryError
-from florql.sql import selection as sel
+from florql.replay import selection as sel
+from florql.replay.predicate import translate
 from florql.sql.catalog import Catalog
 from florql.sql.pivot import has_statement_pivot, pivot_names
 from florql.sql.safety import check_read_only, check_text
@@ -257,87 +258,12 @@ def _split_and(node: exp.Expr | None) -> list[exp.Expr]:
     return [node]
 
 
-_COMPARE: dict[type, str] = {
-    exp.EQ: "=",
-    exp.NEQ: "<>",
-    exp.LT: "<",
-    exp.LTE: "<=",
-    exp.GT: ">",
-    exp.GTE: ">=",
-}
-_FLIP = {"=": "=", "<>": "<>", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
-
-
 def _to_selection(node: exp.Expr, alias: str, view: str, catalog: Catalog) -> sel.Selection:
     """Translate one predicate; anything not about this reference's loop columns is Unknown."""
-    if isinstance(node, exp.Paren):
-        return _to_selection(node.this, alias, view, catalog)
-    if isinstance(node, exp.Boolean):
-        return sel.Always() if node.this else sel.Never()
-    if isinstance(node, exp.And):
-        return sel.And([_to_selection(p, alias, view, catalog) for p in (node.left, node.right)])
-    if isinstance(node, exp.Or):
-        return sel.Or([_to_selection(p, alias, view, catalog) for p in (node.left, node.right)])
-    if isinstance(node, exp.Not):
-        return sel.Not(_to_selection(node.this, alias, view, catalog))
-    unknown = sel.Unknown(node.sql(dialect=DIALECT))
-    if type(node) in _COMPARE:
-        return _comparison(node, alias, view, catalog) or unknown
-    if isinstance(node, exp.Between):
-        column = _loop_column(node.this, alias, view, catalog)
-        low, high = literal(node.args.get("low")), literal(node.args.get("high"))
-        if column and low is not _NO and high is not _NO:
-            return sel.And([sel.Compare(column, ">=", low), sel.Compare(column, "<=", high)])
-        return unknown
-    if isinstance(node, exp.In) and not node.args.get("query"):
-        column = _loop_column(node.this, alias, view, catalog)
-        values = [literal(v) for v in node.expressions]
-        if column and values and all(v is not _NO for v in values):
-            return sel.InList(column, values)
-    return unknown
-
-
-def _comparison(node: exp.Expr, alias: str, view: str, catalog: Catalog) -> sel.Selection | None:
-    op = _COMPARE[type(node)]
-    left, right = node.this, node.expression
-    column = _loop_column(left, alias, view, catalog)
-    value = literal(right)
-    if column is None or value is _NO:
-        column, value, op = _loop_column(right, alias, view, catalog), literal(left), _FLIP[op]
-    if column is None or value is _NO:
-        return None
-    return sel.Compare(column, op, value)
+    return translate(node, lambda column: _loop_column(column, alias, view, catalog))
 
 
 def _loop_column(node: Any, alias: str, view: str, catalog: Catalog) -> str | None:
     if not isinstance(node, exp.Column) or node.table != alias:
         return None
     return catalog.loop_for(node.name, view)
-
-
-NOT_LITERAL = _NO = object()
-
-
-def literal(node: Any) -> Any:
-    """The Python value of a SQL literal (`5`, `-2.5`, `'a'`, `CAST(5 AS INT)`), else NOT_LITERAL.
-
-    >>> from sqlglot import parse_one
-    >>> literal(parse_one("-3")), literal(parse_one("'r1'")), literal(parse_one("x")) is NOT_LITERAL
-    (-3, 'r1', True)
-    """
-    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
-        value = literal(node.this)
-        return _NO if value is _NO else -value
-    if isinstance(node, exp.Cast):
-        return literal(node.this)
-    if not isinstance(node, exp.Literal):
-        return _NO
-    if node.is_string:
-        return node.this
-    try:
-        return int(node.this)
-    except ValueError:
-        try:
-            return float(node.this)
-        except ValueError:
-            return _NO

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from florql import schema
 from florql.sql import columns
 from florql.values import is_name
 
@@ -56,7 +57,7 @@ class Batch:
         When every name is a str (always, for stores florql checked at the call) the check
         is per distinct name, not per value.
         """
-        names = list(map(itemgetter(2), self.bodies))
+        names = list(map(itemgetter(schema.NAME), self.bodies))
         if not names:
             return []
         bad = {n for n in set(names) if not is_name(n)} if set(map(type, names)) == {str} else None
@@ -71,7 +72,7 @@ class Batch:
             if not good_name:
                 dropped.setdefault(repr(name), name)
             elif ctx_id in bad_ctx:
-                loop = next((lv[0] for lv in body[4] if not is_name(lv[0])), name)
+                loop = next((lv[0] for lv in body[schema.CTX] if not is_name(lv[0])), name)
                 dropped.setdefault(repr(loop), loop)
         # In place: the decode loop holds these lists' bound methods.
         self.bodies[:] = compress(self.bodies, keep)
@@ -98,7 +99,10 @@ class Batch:
 
     def to_arrow(self) -> pa.Table:
         bodies = self.bodies  # extra trailing fields are ignored
-        seq, name, value, t, replay_id = (list(map(itemgetter(i), bodies)) for i in (1, 2, 3, 5, 6))
+        seq, name, value, t, replay_id = (
+            list(map(itemgetter(i), bodies))
+            for i in (schema.SEQ, schema.NAME, schema.VAL, schema.TIME, schema.REPLAY_ID)
+        )
         value_col, text_col = self.value_columns(value)
         return columns.table(
             {

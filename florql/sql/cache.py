@@ -40,14 +40,18 @@ from collections import Counter
 from collections.abc import Iterable
 from itertools import compress, repeat
 from operator import is_, itemgetter, methodcaller, ne
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 from florql_storage import kinds
 
+from florql import schema
 from florql.sql import columns, metadata
 from florql.sql.batch import Batch
 from florql.values import is_name
+
+if TYPE_CHECKING:
+    from florql_storage import Store
 
 _VALUE_COLUMNS = (
     "run_id VARCHAR, lsn BIGINT, seq BIGINT, ctx_id BIGINT, name VARCHAR, value DOUBLE, "
@@ -56,7 +60,8 @@ _VALUE_COLUMNS = (
 
 
 _first, _second, _third = itemgetter(0), itemgetter(1), itemgetter(2)
-_fourth, _fifth = itemgetter(3), itemgetter(4)
+_fourth = itemgetter(3)
+_run_id, _ctx = itemgetter(schema.RUN_ID), itemgetter(schema.CTX)  # of a VALUE body
 
 
 def _as_lists(body: Any) -> Any:
@@ -194,7 +199,7 @@ class Cache:
 
     # --- refresh ------------------------------------------------------------------------------
 
-    def refresh(self, store: Any) -> int:
+    def refresh(self, store: Store) -> int:
         """Ingest what the store gained since the last refresh; return the records decoded."""
         store.refresh()
         if store.last_lsn < self.last_lsn:
@@ -215,7 +220,7 @@ class Cache:
             self.con.commit()
         return self.decoded_records - before
 
-    def _refresh_in_transaction(self, store: Any) -> None:
+    def _refresh_in_transaction(self, store: Store) -> None:
         if store.last_lsn > self.last_lsn:
             # The decode loop allocates millions of small objects that all survive: the cyclic
             # GC would rescan them again and again for nothing.
@@ -281,7 +286,7 @@ class Cache:
             if kind == kinds.VALUE:
                 batch.bodies.append(body)
                 batch.lsn.append(base + i)
-                run_id, ctx = body[0], body[4]
+                run_id, ctx = body[schema.RUN_ID], body[schema.CTX]
                 found = self._contexts.setdefault(run_id, {}).get(ctx)
                 if found is None:
                     found = self._new_context(batch, run_id, ctx)
@@ -307,8 +312,8 @@ class Cache:
         pending = batch.bodies[start:]
         if not pending:
             return
-        run_ids = list(map(_first, pending))
-        ctxs = list(map(_fifth, pending))
+        run_ids = list(map(_run_id, pending))
+        ctxs = list(map(_ctx, pending))
         bounds = [0]
         if run_ids.count(run_ids[0]) != len(run_ids):
             bounds += compress(range(1, len(run_ids)), map(ne, run_ids[1:], run_ids[:-1]))
@@ -583,7 +588,7 @@ class Cache:
 
     # --- run metadata -------------------------------------------------------------------------
 
-    def _refresh_runs(self, store: Any) -> None:
+    def _refresh_runs(self, store: Store) -> None:
         runs = store.runs()
         signature = tuple(
             (r.run_id, r.status, r.last_lsn, self.values_per_run.get(r.run_id, 0))

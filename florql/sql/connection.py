@@ -16,11 +16,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
 
+from florql.config import default_store
 from florql.errors import BadInputError, QueryError, StoreError
 from florql.sql import views
 from florql.sql.analysis import Analysis, analyze
@@ -29,6 +30,9 @@ from florql.sql.catalog import Catalog
 from florql.sql.guard import run as guarded
 from florql.sql.limits import default_memory_limit, parse_memory_limit
 from florql.sql.missing import resolve_missing
+
+if TYPE_CHECKING:
+    from florql_storage import Store
 
 _DUCKDB_CONFIG = {
     "enable_external_access": False,
@@ -164,8 +168,6 @@ class Connection:
         verify: int = 0,
         allow_damage: bool = False,
     ) -> None:
-        from florql.cli import default_store
-
         self.store_path = os.path.abspath(
             os.fspath(store if store is not None else default_store())
         )
@@ -186,7 +188,7 @@ class Connection:
         self.verify = verify  # iterations per run replay re-executes in full to check itself
         # Answer from the intact part of a damaged store, warning once (README: Damage).
         self.allow_damage = allow_damage
-        self._store: Any = None
+        self._store: Store | None = None
         self._duck_con: duckdb.DuckDBPyConnection | None = None
         self._cache: Cache | None = None
         self._cache_file: str | None = None
@@ -385,7 +387,7 @@ def connect(
     )
 
 
-def _warn_damage(store: Any) -> None:
+def _warn_damage(store: Store) -> None:
     """One warning on stderr per damaged range a tolerant open stepped over."""
     import sys
 

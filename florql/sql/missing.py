@@ -2,7 +2,7 @@
 
 The replay engine (`florql.replay.hindsight.ensure`, INTERFACES §4) computes missing variables
 from checkpoints when the current code of a run's script logs them. This module is the SQL
-layer's side of that seam: it calls `ensure` unless replay is off or the engine is absent, and
+layer's side of that seam: it calls `ensure` unless replay is off, and
 turns unresolved names into a `QueryError` with the runs searched and the closest known names.
 
 >>> from florql.sql.catalog import Catalog
@@ -12,13 +12,12 @@ no run logged the variable `grad_nrm` (searched run r1); did you mean `grad_norm
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 from typing import Any
 
 from florql.errors import QueryError
+from florql.replay.selection import Selection
 from florql.sql.catalog import Catalog
-from florql.sql.selection import Selection
 
 
 def not_logged_message(names: Iterable[str], catalog: Catalog, reason: str = "") -> str:
@@ -44,14 +43,6 @@ def not_logged_message(names: Iterable[str], catalog: Catalog, reason: str = "")
         known = ", ".join(sorted(catalog.names)[:10])
         message += f"; logged variables are {known}"
     return message
-
-
-def _ensure_function() -> Any:
-    try:
-        module = importlib.import_module("florql.replay.hindsight")
-    except ImportError:
-        return None
-    return getattr(module, "ensure", None)
 
 
 def _field(report: Any, key: str, default: Any) -> Any:
@@ -82,23 +73,18 @@ def resolve_missing(
     costs a plan, not a replay; a run that cannot log it stays NULL there, with no error.
 
     Raises:
-        QueryError: a missing name while replay is off, the replay engine is not installed, or
-            no current code logs it (`unresolved`).
+        QueryError: a missing name while replay is off, or no current code logs it
+            (`unresolved`).
         ReplayError: the replay itself failed (raised by the engine).
     """
     if missing and not replay:
         raise QueryError(not_logged_message(missing, catalog, "; replay is off (--no-replay)"))
     if not replay or not (missing or partial):
         return None
-    ensure = _ensure_function()
-    if ensure is None:
-        if missing:
-            raise QueryError(
-                not_logged_message(missing, catalog, "; hindsight replay is not available")
-            )
-        return None
+    from florql.replay import hindsight  # imports the replay engine only when a query needs it
+
     names = sorted(set(missing) | set(partial))
-    report = ensure(
+    report = hindsight.ensure(
         store_path,
         names,
         selection,

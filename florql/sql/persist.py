@@ -22,20 +22,17 @@ import hashlib
 import json
 import os
 import stat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from florql.config import cache_dir
+
+if TYPE_CHECKING:
+    from florql_storage import Store
+
 STATE_VERSION = 4  # 2: wide form (name columns in _contexts); 3: names recorded per run;
 # 4: _runs shows the command line, versions, host, rank, world size and degradation
-
-
-def cache_dir() -> str:
-    explicit = os.environ.get("FLORQL_CACHE_DIR")
-    if explicit:
-        return explicit
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "florql", "sql")
 
 
 def temp_dir() -> str:
@@ -56,7 +53,7 @@ def temp_dir() -> str:
     return path
 
 
-def store_id_of(store: Any) -> str | None:
+def store_id_of(store: Store) -> str | None:
     """The store's id as hex (from its manifest), or None if it cannot be told."""
     manifest = getattr(store, "_manifest", None)
     store_id = getattr(manifest, "store_id", None)
@@ -67,7 +64,7 @@ def fingerprint_of(kind: int, body: Any) -> str:
     return hashlib.sha256(repr((kind, body)).encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def fingerprint_at(store: Any, lsn: int) -> str | None:
+def fingerprint_at(store: Store, lsn: int) -> str | None:
     """The fingerprint of the record at `lsn`, or None if the store has no such record."""
     if lsn <= 0:
         return ""
@@ -85,7 +82,7 @@ def open_database(path: str, config: dict) -> duckdb.DuckDBPyConnection | None:
         return None
 
 
-def load_state(con: duckdb.DuckDBPyConnection, store: Any) -> dict | None:
+def load_state(con: duckdb.DuckDBPyConnection, store: Store) -> dict | None:
     """The state saved in the cache database if it is valid for `store` as it is now."""
     try:
         rows = con.execute("SELECT state FROM _florql_state").fetchall()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from florql_storage import Store, kinds
 
-from florql.runner import run_task
+from florql.replay.task import run_task
 from tests.recording.recutil import EPOCHS, STEPS, child_env
 
 

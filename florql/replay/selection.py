@@ -1,7 +1,7 @@
 """Which runs and loop iterations a query can select: the replay planner's question.
 
 A `Selection` is built from the WHERE predicates a query imposes on `run_id` and loop columns
-(`analysis.py`). `admits(run_id, ctx_values)` answers conservatively: it returns False only when
+(`florql/sql/analysis.py`, `predicate.py`). `admits(run_id, ctx_values)` answers conservatively: it returns False only when
 the predicate is certainly false for every row with that run id and those loop values, and True
 whenever it cannot tell (a column it was not given, a predicate on a logged value, a subquery).
 Internally each node evaluates to True, False or None (unknown), with SQL's three-valued AND, OR
