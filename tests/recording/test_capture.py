@@ -155,3 +155,13 @@ def test_blobs_from_writable_buffers_are_wrapped_without_a_copy():
     assert t[0, 0].item() == 9.0  # shares the buffer
     ro = capture.blob_to_tensor(memoryview(bytes(buf)), "float32", [2, 3])
     assert ro[0, 0].item() == 9.0
+
+
+def test_a_list_of_scalars_encodes_as_itself_and_a_huge_int_still_round_trips():
+    from florql import capture
+
+    floats = [float(i) / 3 for i in range(1000)] + [True, None, "x", 2**63]
+    assert capture.encode(floats, []) == floats
+    mixed = [1, 2**70, "a"]
+    skel = capture.encode(mixed, [])
+    assert skel[1] == {"$int": str(2**70)} and capture.decode(skel, []) == mixed
