@@ -28,8 +28,9 @@ NOBODY = 65534
 needs_root = pytest.mark.skipif(os.getuid() != 0, reason="a second uid needs root")
 
 
-def as_nobody(action: Callable[[], object]) -> int:
-    """Run `action` in a forked child as uid/gid nobody; its exit code (0: it returned)."""
+def fork_as_nobody(action: Callable[[], object]) -> int:
+    """Start `action` in a forked child as uid/gid nobody; the child's pid (it exits 0 when
+    `action` returned)."""
     pid = os.fork()
     if pid == 0:
         code = 1
@@ -43,7 +44,16 @@ def as_nobody(action: Callable[[], object]) -> int:
             print(f"as nobody: {e!r}", flush=True)
         finally:
             os._exit(code)
+    return pid
+
+
+def exit_code(pid: int) -> int:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def as_nobody(action: Callable[[], object]) -> int:
+    """Run `action` as uid/gid nobody and wait; its exit code (0: it returned)."""
+    return exit_code(fork_as_nobody(action))
 
 
 @pytest.fixture
@@ -121,17 +131,7 @@ def test_swapped_link_attack_fails(arena: Path) -> None:
         except TimeoutError:
             pass
 
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            swap_and_listen()
-            code = 0
-        finally:
-            os._exit(code)
+    pid = fork_as_nobody(swap_and_listen)
     deadline = time.monotonic() + 10
     while not (evil / name).exists():
         assert time.monotonic() < deadline
@@ -144,7 +144,7 @@ def test_swapped_link_attack_fails(arena: Path) -> None:
         assert sorted(os.listdir(arena / "moved")) == [name + ".lock"]
     finally:
         folder.close()
-        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        assert exit_code(pid) == 0
     assert not got.exists()  # the attacker's socket heard nothing
     assert sorted(os.listdir(evil)) == [name]
 
@@ -166,17 +166,7 @@ def test_a_server_of_another_user_is_sent_nothing(arena: Path) -> None:
         except TimeoutError:
             got.write_bytes(b"")
 
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            listen()
-            code = 0
-        finally:
-            os._exit(code)
+    pid = fork_as_nobody(listen)
     while not (arena / name).exists():
         time.sleep(0.01)
     fd = os.open(arena, os.O_RDONLY | os.O_DIRECTORY)
@@ -185,7 +175,7 @@ def test_a_server_of_another_user_is_sent_nothing(arena: Path) -> None:
             warm._connect(PrivateDir(str(arena), fd), name)
     finally:
         os.close(fd)
-        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        assert exit_code(pid) == 0
     assert got.read_bytes() == b""
 
 
@@ -237,7 +227,7 @@ def test_the_server_refuses_requests_from_another_user(arena: Path) -> None:
         assert "pid" in first and second == {"exit": 99}
         s.close()
     finally:
-        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        assert exit_code(pid) == 0
 
 
 def test_a_request_carries_only_the_variables_outside_the_server_identity() -> None:
