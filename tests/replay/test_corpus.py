@@ -116,6 +116,15 @@ def _check(project: Path, oracle: Path, sql: str) -> str:
     return err
 
 
+def _check_subset_then_all(
+    project: Path, oracle: Path, cols: str, name: str, first: int, order: str = "epoch"
+) -> None:
+    """`_check` on the rows where `name` is set, first for `epoch >= first`, then all."""
+    base = f"SELECT {cols} FROM logs WHERE {name} IS NOT NULL"
+    _check(project, oracle, f"{base} AND epoch >= {first} ORDER BY {order}")
+    _check(project, oracle, f"{base} ORDER BY {order}")
+
+
 def _files(folder: Path) -> dict[str, str]:
     """sha256 of every file under `folder` but the store."""
     return {
@@ -148,14 +157,7 @@ def test_per_step_statements_in_a_train_function_read_restored_globals(tmp_path)
     v2 = _edit(v1, step=LM_STEP)
     project, oracle = _pair(tmp_path, v1, v2, every=2)
     cols = "epoch, step, loss, lr_step, gstep"
-    _check(
-        project,
-        oracle,
-        f"SELECT {cols} FROM logs WHERE lr_step IS NOT NULL AND epoch >= 5 ORDER BY epoch, step",
-    )
-    _check(
-        project, oracle, f"SELECT {cols} FROM logs WHERE lr_step IS NOT NULL ORDER BY epoch, step"
-    )
+    _check_subset_then_all(project, oracle, cols, "lr_step", 5, order="epoch, step")
     # Everything is stored now: --verify re-executes two epochs in full and compares.
     _, err = _rows(project, "SELECT count(lr_step) FROM logs", "--verify")
     assert re.search(r"verified by re-executing [234] iteration\(s\) in full", err), err
@@ -167,12 +169,7 @@ def test_locals_of_main_unregistered_optimizer_and_helper_objects_replay_exactly
     v2 = _edit(v1, epoch=MAIN_EPOCH)
     project, oracle = _pair(tmp_path, v1, v2, every=1)
     cols = "epoch, val, scale_now, bad, nval, lr_now, best_w, gn, total2, seen"
-    _check(
-        project,
-        oracle,
-        f"SELECT {cols} FROM logs WHERE val IS NOT NULL AND epoch >= 3 ORDER BY epoch",
-    )
-    _check(project, oracle, f"SELECT {cols} FROM logs WHERE val IS NOT NULL ORDER BY epoch")
+    _check_subset_then_all(project, oracle, cols, "val", 3)
 
 
 def test_a_variable_no_checkpoint_can_hold_makes_replay_start_over_and_says_why(tmp_path) -> None:

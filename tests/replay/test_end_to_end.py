@@ -387,3 +387,39 @@ def test_divergence_names_the_state_no_checkpoint_could_hold(tmp_path: Path, scr
     assert report.diverged and report.fidelity["first_mismatch"]["name"] == "tick"
     assert any("state no checkpoint holds: counter (Counter)" in w for w in report.warnings)
     assert values(project / ".florql", run_id, {"w"}, replayed=True)  # stored, marked
+
+
+PID_TAIL_V1 = """\
+import os
+import random
+
+import torch
+
+import florql
+
+w = torch.zeros(1)
+florql.checkpointing(w=w)
+for epoch in florql.loop("epoch", range(4)):
+    for step in florql.loop("step", range(3)):
+        x = random.random()
+        florql.log("x", x)
+    for _ in range(os.getpid() % 1000 + 1):  # a tail whose draws no replay repeats
+        random.random()
+"""
+
+
+def test_every_iteration_starts_from_the_random_state_it_was_recorded_with(
+    tmp_path: Path, script
+) -> None:
+    # Replaying epoch 3 runs epoch 2's tail (its draws depend on the process) and then
+    # epoch 3 from the RNG state epoch 3 was recorded with, not the one the tail left.
+    project = tmp_path / "p"
+    project.mkdir()
+    run_id = record(project, project / ".florql", PID_TAIL_V1)
+    v2 = PID_TAIL_V1.replace('        florql.log("x", x)\n',
+                             '        florql.log("x", x)\n        florql.log("x2", x * 2)\n')  # fmt: skip
+    report = _ensure(project / ".florql", ["x2"], parse_where("epoch = 3"), script(v2))
+    assert 3 in report.executed[run_id] and not report.diverged
+    recorded = values(project / ".florql", run_id, {"x"}, replayed=False)
+    got = values(project / ".florql", run_id, {"x2"}, replayed=True)
+    assert got and all(v == [2 * recorded[("x", ctx)][0]] for (_, ctx), v in got.items())
