@@ -61,7 +61,14 @@ class LoopValues:
     extras: frozenset[str] = frozenset()
 
 
-_WRAPPERS = ({"$v"}, {"$in"}, {"$state"}, {"$attrs", "class"}, {"$rng", "state"})
+_WRAPPERS = (
+    {"$v"},
+    {"$in"},
+    {"$state"},
+    {"$state", "grads"},
+    {"$attrs", "class"},
+    {"$rng", "state"},
+)
 _SKIP_TYPES = (
     types.ModuleType,
     types.FunctionType,
@@ -140,7 +147,10 @@ def _encode(value: Any, tensors: list, name: str, receiver: bool) -> dict[str, A
             )
         if not _changed(value):
             return None
-        return {"$state": capture.encode(value.state_dict(), tensors, name)}
+        skel = {"$state": capture.encode(value.state_dict(), tensors, name)}
+        # A module's gradients are state too (a statement after the loop may read them).
+        skel["grads"] = encode_grads({name: value}, tensors).get(name, {})
+        return skel
     if capture.is_tensor(value) and receiver and value._version == 0:
         return None  # never modified in place since it was made (a dataset)
     mark = len(tensors)
@@ -235,6 +245,7 @@ def decode_scope(skels: dict[str, Any], blobs: list, live: dict[str, Any]) -> di
             )
         if "$state" in skel:
             current.load_state_dict(capture.decode(skel["$state"], blobs))
+            restore_grads({name: current}, {name: skel.get("grads") or {}}, blobs)
         elif "$rng" in skel:
             _set_generator(current, skel["$rng"], capture.decode(skel["state"], blobs))
     return rebind

@@ -52,6 +52,7 @@ start (florql/loopstate.py does the typing; this module knows syntax and frames 
 from __future__ import annotations
 
 import ast
+import builtins
 import ctypes
 import sys
 from dataclasses import dataclass
@@ -114,12 +115,15 @@ def plan(
         local = (_stores(getattr(fn, "body", [])) | _params(fn)) - _declared_global(fn)
         changed = _stores(loop.body) | (_receivers(loop.body) & local)
         inner_names = changed & _loads(inner_after)
-    receivers -= outer_names | _stores(outer.target) | _all_imports(outer_tree)
+    receivers -= (
+        outer_names | _stores(outer.target) | _all_imports(outer_tree) | _code_names(outer_tree)
+    )
     globals_ = set() if outer_is_module else set(module_globals)
     if not outer_is_module:  # module objects the loop's functions change (`SEEN.append(v)`)
         shared = _function_receivers(outer_tree) & _stores(outer_tree.body)
-        globals_ |= shared - _all_imports(outer_tree)
-        receivers |= shared - _all_imports(outer_tree)
+        shared -= _all_imports(outer_tree) | _code_names(outer_tree)
+        globals_ |= shared
+        receivers |= shared
     if not outer_is_module and isinstance(scope, ast.AST):
         receivers -= _params(scope)
     extra_inner = set()
@@ -305,6 +309,12 @@ def _all_imports(tree: ast.Module) -> set[str]:
     return {n for s in ast.walk(tree) if isinstance(s, ast.stmt) for n in _imported(s)}
 
 
+def _code_names(tree: ast.Module) -> set[str]:
+    """Names of functions and classes the module defines, and builtins: code, not state."""
+    defs = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    return {n.name for n in ast.walk(tree) if isinstance(n, defs)} | set(dir(builtins))
+
+
 def _functions(tree: ast.Module) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
     return [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
 
@@ -351,11 +361,14 @@ def _function_receivers(tree: ast.Module) -> set[str]:
 
 def _receivers(node: ast.AST | list) -> set[str]:
     """Names changed in place: `x.m(...)` calls, `x.a = ...`, `x[i] = ...`, `x.a += ...`,
-    also through a chain (`history["val"].append(v)` changes `history`)."""
+    also through a chain (`history["val"].append(v)` changes `history`), and objects called
+    (`aux(x)`: a model an optimizer steps; the session keeps only those whose state changed)."""
     out: set[str] = set()
     for n in _walk(node):
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute):
             root = _root(n.func.value)
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Name):
+            root = n.func.id
         elif isinstance(n, (ast.Attribute, ast.Subscript)) and isinstance(n.ctx, ast.Store):
             root = _root(n.value)
         else:

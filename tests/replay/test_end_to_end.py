@@ -423,3 +423,38 @@ def test_every_iteration_starts_from_the_random_state_it_was_recorded_with(
     recorded = values(project / ".florql", run_id, {"x"}, replayed=False)
     got = values(project / ".florql", run_id, {"x2"}, replayed=True)
     assert got and all(v == [2 * recorded[("x", ctx)][0]] for (_, ctx), v in got.items())
+
+
+AUX_V1 = V1.replace(
+    "florql.checkpointing(model=model, optimizer=opt)\n",
+    "florql.checkpointing(model=model, optimizer=opt)\n"
+    "aux = torch.nn.Linear(4, 1)  # a second model nobody registered\n"
+    "aux_opt = torch.optim.SGD(aux.parameters(), lr=0.05)\n",
+).replace(
+    "        opt.step()\n",
+    "        opt.step()\n"
+    "        aux_opt.zero_grad()\n"
+    "        ((aux(x) - y) ** 2).mean().backward()\n"
+    "        aux_opt.step()\n",
+)
+
+
+def test_an_unregistered_models_weights_and_gradients_are_restored(tmp_path: Path, script) -> None:
+    project, oracle_dir = tmp_path / "p", tmp_path / "o"
+    project.mkdir()
+    oracle_dir.mkdir()
+    new = (
+        '    florql.log("aux_w", float(aux.weight.detach().sum()))\n'
+        '    florql.log("aux_g", float(aux.weight.grad.norm()))\n'
+    )
+    assert "aux_opt.step()" in AUX_V1
+    v2 = AUX_V1.replace(
+        '    florql.log("epoch_loss", running)\n', '    florql.log("epoch_loss", running)\n' + new
+    )
+    run_id = record(project, project / ".florql", AUX_V1)
+    oracle_id = record(oracle_dir, oracle_dir / ".florql", v2)
+    report = _ensure(project / ".florql", ["aux_w", "aux_g"], parse_where("epoch >= 3"), script(v2))
+    assert not report.diverged
+    got = values(project / ".florql", run_id, {"aux_w", "aux_g"}, replayed=True)
+    want = values(oracle_dir / ".florql", oracle_id, {"aux_w", "aux_g"})
+    assert got and got == {k: v for k, v in want.items() if k[1][0][1] >= 3}
